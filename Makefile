@@ -1,0 +1,24 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each sets up what it needs.
+VENV := .venv
+PY := $(VENV)/bin/python
+READY := $(VENV)/.ready
+
+.PHONY: setup test demo bench extension clean
+
+setup: $(READY)
+
+$(READY): install/setup.sh backend/pyproject.toml
+	install/setup.sh
+	touch $@
+
+test: $(READY)
+	$(PY) -m pytest -q tests
+
+demo: $(READY)
+	$(PY) -m mimic.demo
+
+bench: $(READY)
+	$(PY) -m mimic.bench generate
+
+clean:
+	rm -rf $(VENV) demo/out

@@ -1,0 +1,1 @@
+"""Mimic: speaking-style disentanglement for speech-driven 3D facial animation."""

@@ -1,0 +1,9 @@
+"""The one exception type users see: a message that says what is wrong and what to do."""
+
+
+class MimicError(Exception):
+    """A problem with the user's input or environment, reported as one clear line."""
+
+    def __init__(self, message: str, code: str = "bad_input"):
+        super().__init__(message)
+        self.code = code

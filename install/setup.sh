@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Make the project environment from nothing: system packages, .venv with CPU (or CUDA) PyTorch,
+# the backend package (editable) and real Blender (bpy from PyPI) for the tests.
+#
+#   install/setup.sh            CPU PyTorch (what CI uses)
+#   MIMIC_TORCH=cuda install/setup.sh   CUDA build of the same PyTorch release (on a GPU machine)
+#
+# Safe to re-run: each step is skipped when its result is already there.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${MIMIC_VENV:-$root/.venv}"
+python="${PYTHON:-python3.11}"
+torch_version="2.13.0"
+apt_packages=(pocketsphinx-testdata espeak-ng ffmpeg)
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+install_apt() {
+    local missing=()
+    for p in "${apt_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return
+    say "apt packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+make_venv() {
+    command -v "$python" >/dev/null || { say "error: $python not found; install Python 3.11 (bpy 4.5 needs exactly 3.11)"; exit 1; }
+    [ -x "$venv/bin/python" ] || { say "creating $venv"; "$python" -m venv "$venv"; }
+    "$venv/bin/python" -m pip install -q --upgrade pip
+}
+
+install_torch() {
+    if "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
+        return
+    fi
+    case "${MIMIC_TORCH:-cpu}" in
+        cpu)  say "torch $torch_version (CPU)"
+              "$venv/bin/python" -m pip install -q "torch==$torch_version" ;;
+        cuda) say "torch $torch_version (CUDA)"
+              "$venv/bin/python" -m pip install -q "torch==$torch_version" --index-url "${MIMIC_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}" ;;
+        *)    say "error: MIMIC_TORCH must be cpu or cuda"; exit 1 ;;
+    esac
+}
+
+install_project() {
+    say "backend package and test tools"
+    "$venv/bin/python" -m pip install -q -e "$root/backend[test]"
+}
+
+install_apt
+make_venv
+install_torch
+install_project
+"$venv/bin/python" -c "import torch, transformers, bpy, mimic; print('[setup] ready: torch', torch.__version__, '| transformers', transformers.__version__, '| blender', bpy.app.version_string)" >&2
