@@ -54,7 +54,7 @@ class MimicConfig:
         assert self.audio_model.get("model_type") in AUDIO_BACKBONES, (
             f"audio model type must be one of {sorted(AUDIO_BACKBONES)}, not {self.audio_model.get('model_type')!r}")
         assert self.alignment != "conv" or self.fps == 25, "conv alignment halves 50 Hz audio features: it needs 25 fps"
-        assert 0 <= self.overlap < self.window, "overlap must be shorter than the window"
+        assert 0 < self.overlap < self.window, "overlap must be at least one frame and shorter than the window"
 
     @property
     def motion_dim(self) -> int:

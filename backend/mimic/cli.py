@@ -1,0 +1,102 @@
+"""The `mimic` command. Results go to files, messages to stderr; a bad input is one line and a
+non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MimicError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mimic", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    g = commands.add_parser("generate", help="speech + style reference -> vertex animation (.npy)")
+    g.add_argument("--checkpoint", required=True, help="official Mimic .pth or a converted model folder")
+    g.add_argument("--audio", required=True, help="speech: any file soundfile reads, any rate and channels")
+    g.add_argument("--style", required=True, help="reference animation .npy, (F, V, 3) absolute vertices; its last "
+                                                  "`window` (150) frames are used")
+    g.add_argument("--template", required=True, help="neutral head .npy (V, 3) to animate")
+    g.add_argument("--style-template", help="the reference performer's neutral (V, 3); default: --template")
+    g.add_argument("--out", required=True, help="output .npy, (T, V, 3) absolute vertices")
+    g.add_argument("--fps", type=float, help="resample the output to this frame rate (default: the model's)")
+    g.add_argument("--offsets", action="store_true", help="write motion (vertices minus template) instead")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.set_defaults(run=run_generate)
+
+    c = commands.add_parser("convert", help="official .pth -> model folder (config.json + model.safetensors)")
+    c.add_argument("checkpoint")
+    c.add_argument("out_dir")
+    c.set_defaults(run=run_convert)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except MimicError as e:
+        print(f"mimic {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mimic {args.command}: interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+def run_generate(args) -> None:
+    from tqdm import tqdm
+
+    from .checkpoint import load_model
+    from .files import atomic_npy, load_audio, load_vertices
+    from .frames import resample, resample_count
+    from .generate import Generator, pick_device
+
+    started = time.perf_counter()
+    if args.fps is not None and not args.fps > 0:
+        raise MimicError("--fps must be a positive number")
+    generator = Generator(load_model(args.checkpoint), pick_device(args.device))
+    config = generator.config
+    template = load_vertices(args.template, "template", config.vertex_count, frames=False)
+    style = load_vertices(args.style, "style", config.vertex_count, frames=True)
+    neutral = load_vertices(args.style_template, "style template", config.vertex_count, frames=False) \
+        if args.style_template else template
+    audio = load_audio(args.audio, config.sample_rate)
+    frames = generator.frame_count(len(audio))
+    if frames == 0:
+        raise MimicError(f"audio {args.audio} is shorter than one frame ({1000 / config.fps:.0f} ms)")
+    fps = args.fps or config.fps
+    base = np.zeros_like(template) if args.offsets else template
+    code = generator.style_code(style - neutral)
+
+    with atomic_npy(args.out, (resample_count(frames, config.fps, fps), config.vertex_count, 3)) as out, \
+            tempfile.TemporaryDirectory(dir=Path(args.out).parent) as scratch:
+        native = out if fps == config.fps else \
+            np.lib.format.open_memmap(Path(scratch) / "native.npy", "w+", np.float32, (frames,) + out.shape[1:])
+        with tqdm(total=frames, unit="frame", desc="generate", disable=frames <= config.window, file=sys.stderr) as bar:
+            done = 0
+            for chunk in generator.stream(audio, code):
+                native[done:done + len(chunk)] = chunk + base
+                done += len(chunk)
+                bar.update(len(chunk))
+        if native is not out:
+            resample(native, config.fps, fps, out)
+    print(f"wrote {args.out}: {len(out)} frames at {fps:g} fps, {config.vertex_count} vertices "
+          f"({time.perf_counter() - started:.1f} s on {generator.device})", file=sys.stderr)
+
+
+def run_convert(args) -> None:
+    from .checkpoint import load_model, save_model
+
+    model = load_model(args.checkpoint)
+    save_model(model, args.out_dir)
+    c = model.config
+    print(f"wrote {args.out_dir}: {c.vertex_count} vertices, {c.fps:g} fps, alignment {c.alignment}, "
+          f"audio {c.audio_model['model_type']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
