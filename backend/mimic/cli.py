@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("out_dir")
     c.set_defaults(run=run_convert)
 
+    s = commands.add_parser("serve", help="the backend process of the Blender add-on (JSON lines on stdin/stdout)")
+    s.set_defaults(run=lambda args: __import__("mimic.service").service.serve())
+
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
