@@ -1,0 +1,155 @@
+"""The add-on's side of `mimic serve`: start the backend with the configured interpreter, talk
+JSON lines to it, stop it. No bpy here (tested with plain Python).
+
+Reader threads drain stdout (replies) and stderr (log) so neither pipe can fill and block the
+backend; requests wait on a queue, forwarding progress and sending `cancel` when asked.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .backend.mimic import protocol as p
+
+BUNDLED_BACKEND = Path(__file__).resolve().parent / "backend"
+PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors")
+
+
+class BackendError(Exception):
+    """A failure with a code (protocol error codes, plus the client's own) and words for users."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Backend:
+    """One `mimic serve` process, kept warm between requests."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self.process: subprocess.Popen | None = None
+        self.replies: queue.Queue = queue.Queue()
+        self.log: collections.deque = collections.deque(maxlen=40)
+        self.workdir: Path | None = None
+        self.facts: dict = {}
+        self._next_id = 0
+        self._lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 180.0) -> dict:
+        """Start the process and shake hands; returns the backend's facts."""
+        if not self.python or not Path(self.python).is_file():
+            raise BackendError("interpreter_missing", f"backend interpreter not found: {self.python or '(not set)'}. "
+                               "Set it in the add-on's Preferences, or click Set up backend there")
+        self.workdir = Path(tempfile.mkdtemp(prefix="mimic-session-"))
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(BUNDLED_BACKEND), os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen(
+            [self.python, "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env, cwd=self.workdir)
+        threading.Thread(target=self._read_replies, args=(self.process.stdout,), daemon=True).start()
+        threading.Thread(target=self._read_log, args=(self.process.stderr,), daemon=True).start()
+        try:
+            self.facts = self.request(p.HELLO, timeout=timeout, protocol=p.VERSION, workdir=str(self.workdir))
+        except BackendError:
+            self.stop()
+            raise
+        return self.facts
+
+    def request(self, kind: str, on_progress: Callable[[int, int, str], None] | None = None,
+                cancelled: Callable[[], bool] | None = None, timeout: float | None = None, **fields) -> dict:
+        """Send one request and wait for its result; BackendError on error, death or timeout."""
+        id_ = self._send(kind, **fields)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cancel_sent = False
+        while True:
+            if cancelled is not None and not cancel_sent and cancelled():
+                self._send(p.CANCEL, target=id_)
+                cancel_sent = True
+            try:
+                message = self.replies.get(timeout=0.05)
+            except queue.Empty:
+                if not self.alive:
+                    raise self._death()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise BackendError("timeout", f"the backend did not answer '{kind}' within {timeout:.0f} s")
+                continue
+            if message.get("id") != id_:
+                continue  # replies to cancels, or to requests abandoned earlier
+            if message["type"] == p.PROGRESS and on_progress is not None:
+                on_progress(message["done"], message["total"], message["stage"])
+            elif message["type"] == p.ERROR:
+                raise BackendError(message["code"], message["message"])
+            elif message["type"] == p.RESULT:
+                return message
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Ask the backend to exit, then make sure it did; remove the session folder."""
+        if self.process is not None:
+            if self.alive:
+                try:
+                    self._send(p.SHUTDOWN)
+                    self.process.wait(grace)
+                except (BackendError, subprocess.TimeoutExpired):
+                    self.process.kill()
+                    self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+                stream.close()
+            self.process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _send(self, kind: str, **fields) -> int:
+        with self._lock:
+            self._next_id += 1
+            id_ = self._next_id
+            try:
+                self.process.stdin.write(p.encode(p.request(kind, id_, **fields)))
+                self.process.stdin.flush()
+            except (OSError, ValueError, AttributeError):
+                raise self._death() from None
+        return id_
+
+    def _read_replies(self, stream) -> None:
+        for line in stream:
+            try:
+                self.replies.put(p.decode(line))
+            except p.ProtocolError:
+                self.log.append(f"(not protocol) {line[:200]!r}")
+
+    def _read_log(self, stream) -> None:
+        for line in stream:
+            self.log.append(line.decode(errors="replace").rstrip())
+
+    def _death(self) -> BackendError:
+        if self.process is not None:
+            try:
+                self.process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                pass
+        code = None if self.process is None else self.process.poll()
+        time.sleep(0.1)  # let the log reader catch the last lines
+        text = "\n".join(self.log)
+        for package in PACKAGES:
+            if f"No module named '{package}'" in text:
+                return BackendError("package_missing", f"the backend interpreter {self.python} lacks the Python "
+                                    f"package '{package}': click Set up backend in the add-on's Preferences, or "
+                                    "point them at an environment made by install/setup.sh")
+        last = next((line for line in reversed(self.log) if line.strip()), "no message")
+        return BackendError("backend_died", f"the backend stopped (exit code {code}): {last}")
