@@ -1,0 +1,107 @@
+"""Batch jobs, one line per shot, the same arguments in both forms:
+
+    blender --command mimic SHOT.blend --target OBJ --strip STRIP STYLE [options] --save OUT.blend
+    python -m mimic_blender.batch SHOT.blend --target OBJ --strip STRIP STYLE [options] --save OUT.blend
+
+STYLE is one of --style-object OBJ --style-frames A-B | --style-file FILE | --style NAME (a style
+in the .blend's library). Progress goes to stderr; any error is one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import bpy
+
+from . import job, properties, session
+from .client import BackendError
+from .job import JobError
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mimic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("blend", help="the shot .blend")
+    ap.add_argument("--target", required=True, help="name of the head mesh object to animate")
+    ap.add_argument("--strip", help="name of the sound strip (default: the active one)")
+    ap.add_argument("--scene", help="scene name (default: the file's active scene)")
+    style = ap.add_mutually_exclusive_group(required=True)
+    style.add_argument("--style-object", help="mesh object whose animation is the reference performance")
+    style.add_argument("--style-file", help=".npz (vertices, template) or .npy of offsets")
+    style.add_argument("--style", help="a style saved in the .blend's style library")
+    ap.add_argument("--style-frames", help="frame range A-B of --style-object (default: the scene's range)")
+    ap.add_argument("--checkpoint", help="model (default: the add-on's Preferences)")
+    ap.add_argument("--device", choices=[d for d, *_ in properties.DEVICES])
+    ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
+    ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
+    ap.add_argument("--save", required=True, help="where to save the animated .blend")
+    return ap
+
+
+def style_from_args(args, scene) -> job.Style:
+    if args.style_object:
+        source = bpy.data.objects.get(args.style_object)
+        if source is None:
+            raise JobError(f"no object named '{args.style_object}'")
+        if args.style_frames:
+            match = re.fullmatch(r"(-?\d+)-(-?\d+)", args.style_frames)
+            if not match:
+                raise JobError(f"--style-frames must look like 1-150, not '{args.style_frames}'")
+            frames = (int(match[1]), int(match[2]))
+        else:
+            frames = (scene.frame_start, scene.frame_end)
+        return job.Style(object=source, frames=frames)
+    if args.style_file:
+        return job.Style(file=str(Path(args.style_file).resolve()))
+    item = scene.mimic.styles.get(args.style)
+    if item is None:
+        names = ", ".join(s.name for s in scene.mimic.styles) or "none"
+        raise JobError(f"no style named '{args.style}' in the library (saved styles: {names})")
+    return job.Style(code=item.values)
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if not Path(args.blend).is_file():
+            raise JobError(f"no such .blend: {args.blend}")
+        if not Path(args.save).resolve().parent.is_dir():
+            raise JobError(f"folder for --save does not exist: {Path(args.save).parent}")
+        bpy.ops.wm.open_mainfile(filepath=str(Path(args.blend).resolve()))
+        scene = bpy.data.scenes.get(args.scene) if args.scene else bpy.context.scene
+        if scene is None:
+            raise JobError(f"no scene named '{args.scene}'")
+        target = bpy.data.objects.get(args.target)
+        if target is None:
+            raise JobError(f"no object named '{args.target}'")
+        context = bpy.context
+        if context.window is not None:
+            context.window.scene = scene
+        error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
+        settings = properties.settings(context, checkpoint=args.checkpoint and str(Path(args.checkpoint).resolve()),
+                                       device=args.device, python=args.python, error_bound=error_bound)
+        strip = job.find_strip(scene, args.strip)
+        outputs = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=job.print_progress)
+        bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.save).resolve()))
+    except (JobError, BackendError) as e:
+        print(f"mimic: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        session.stop()
+    print(f"mimic: saved {args.save}: '{args.target}' animated from '{strip.name}', {len(outputs.basis)} shapes, "
+          f"max error {outputs.max_error * 1000:.3f} mm", file=sys.stderr)
+    return 0
+
+
+def cli_command(argv: list[str]) -> int:
+    """`blender --command mimic ...` (registered by the add-on)."""
+    return run(argv)
+
+
+if __name__ == "__main__":
+    if not hasattr(bpy.types.Scene, "mimic"):
+        import mimic_blender
+        mimic_blender.register()
+    sys.exit(run(sys.argv[1:]))

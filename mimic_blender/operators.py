@@ -1,0 +1,226 @@
+"""Operators: thin wrappers that parse the scene, call job.py, and report."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+
+import bpy
+
+from . import job, properties, session
+from .client import BackendError
+from .job import JobError
+from .mapping import mix_styles
+
+FAILURES = (JobError, BackendError)
+
+
+def style_from_scene(scene) -> job.Style:
+    s = scene.mimic
+    if s.style_source == "OBJECT":
+        if s.style_object is None:
+            raise JobError("pick a reference object for the style (or another style source)")
+        return job.Style(object=s.style_object, frames=(s.style_start, s.style_end),
+                         label=f"{s.style_object.name} frames {s.style_start}-{s.style_end}")
+    if s.style_source == "FILE":
+        if not s.style_file:
+            raise JobError("pick a style file (or another style source)")
+        return job.Style(file=bpy.path.abspath(s.style_file), label=s.style_file)
+    if not 0 <= s.style_index < len(s.styles):
+        raise JobError("the style library is empty: capture a style first")
+    item = s.styles[s.style_index]
+    return job.Style(code=item.values, label=item.name)
+
+
+class MIMIC_OT_speaker_style(bpy.types.Operator):
+    """Animate the active head's shape keys from the selected sound strip in the chosen speaking style"""
+    bl_idname = "mimic.speaker_style"
+    bl_label = "Mimic Speaker Style"
+    bl_options = {"REGISTER", "UNDO"}
+
+    strip: bpy.props.StringProperty(name="Strip", description="Sound strip name (default: the active one)")
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            cls.poll_message_set("Select the head mesh to animate")
+            return False
+        if context.window_manager.mimic_running:
+            cls.poll_message_set("Mimic is already working")
+            return False
+        return True
+
+    def _prepare(self, context):
+        settings = properties.settings(context)
+        strip = job.find_strip(context.scene, self.strip or None)
+        inputs = job.gather(context, context.active_object, strip, style_from_scene(context.scene), settings)
+        return settings, inputs
+
+    def execute(self, context):
+        """Synchronous: background mode and scripts."""
+        try:
+            settings, inputs = self._prepare(context)
+            outputs = job.compute(inputs, settings, on_progress=job.print_progress)
+            job.apply(context, inputs, outputs)
+        except FAILURES as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, _summary(inputs, outputs))
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        try:
+            settings, self.inputs = self._prepare(context)
+        except FAILURES as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.events: queue.Queue = queue.Queue()
+        self.cancel = threading.Event()
+        self.worker = threading.Thread(target=self._compute, args=(settings,), daemon=True)
+        wm = context.window_manager
+        wm.mimic_running, wm.mimic_progress, wm.mimic_status = True, 0.0, "Starting the backend"
+        self.timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        self.worker.start()
+        return {"RUNNING_MODAL"}
+
+    def _compute(self, settings):  # worker thread: no bpy here
+        try:
+            outputs = job.compute(self.inputs, settings, lambda *a: self.events.put(("progress", a)), self.cancel.is_set)
+            self.events.put(("done", outputs))
+        except FAILURES as e:
+            self.events.put(("failed", e))
+
+    def modal(self, context, event):
+        wm = context.window_manager
+        if event.type == "ESC" and event.value == "PRESS":
+            self.cancel.set()
+            wm.mimic_status = "Cancelling"
+        while not self.events.empty():
+            kind, payload = self.events.get()
+            if kind == "progress":
+                done, total, stage = payload
+                wm.mimic_progress, wm.mimic_status = done / max(total, 1), f"{stage.capitalize()}: {done}/{total} frames"
+                continue
+            self._finish(context)
+            if kind == "failed":
+                self.report({"WARNING"} if getattr(payload, "code", "") == "cancelled" else {"ERROR"},
+                            "Cancelled: nothing changed" if getattr(payload, "code", "") == "cancelled" else str(payload))
+                return {"CANCELLED"}
+            try:
+                job.apply(context, self.inputs, payload)
+            except FAILURES as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            self.report({"INFO"}, _summary(self.inputs, payload))
+            return {"FINISHED"}
+        for area in context.screen.areas if context.screen else ():
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+        return {"RUNNING_MODAL"}
+
+    def _finish(self, context):
+        wm = context.window_manager
+        wm.event_timer_remove(self.timer)
+        wm.mimic_running, wm.mimic_status = False, ""
+
+
+def _summary(inputs, outputs) -> str:
+    return (f"Mimic: {inputs.frames} frames on '{inputs.target_name}' from '{inputs.strip_name}', "
+            f"{len(outputs.basis)} shapes, max error {outputs.max_error * 1000:.3f} mm")
+
+
+class MIMIC_OT_capture_style(bpy.types.Operator):
+    """Encode the current style source into the style library of this .blend"""
+    bl_idname = "mimic.capture_style"
+    bl_label = "Capture Style"
+    bl_options = {"REGISTER", "UNDO"}
+
+    name: bpy.props.StringProperty(name="Name")
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            style = style_from_scene(scene)
+            if style.code is not None:
+                raise JobError("choose an object or a file as the style source to capture from")
+            settings = properties.settings(context)
+            vertices, neutral = job.style_arrays(context, style, settings.units)
+            code = job.encode_style(session.backend(settings), vertices, neutral)
+        except FAILURES as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        item = scene.mimic.styles.add()
+        item.name = self.name or style.label
+        item.code, item.source, item.checkpoint = json.dumps(code), style.label, settings.checkpoint
+        scene.mimic.style_index = len(scene.mimic.styles) - 1
+        self.report({"INFO"}, f"Captured style '{item.name}'")
+        return {"FINISHED"}
+
+
+class MIMIC_OT_style_remove(bpy.types.Operator):
+    """Delete the active style from the library"""
+    bl_idname = "mimic.style_remove"
+    bl_label = "Delete Style"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return 0 <= context.scene.mimic.style_index < len(context.scene.mimic.styles)
+
+    def execute(self, context):
+        s = context.scene.mimic
+        s.styles.remove(s.style_index)
+        s.style_index = min(s.style_index, len(s.styles) - 1)
+        return {"FINISHED"}
+
+
+class MIMIC_OT_style_mix(bpy.types.Operator):
+    """Add a style mixing the active one with another by a weight"""
+    bl_idname = "mimic.style_mix"
+    bl_label = "Mix Styles"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return len(context.scene.mimic.styles) >= 2
+
+    def execute(self, context):
+        s = context.scene.mimic
+        a, b = s.styles[s.style_index], s.styles[int(s.mix_with)]
+        try:
+            code = mix_styles(a.values, b.values, s.mix_weight)
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        item = s.styles.add()
+        item.name = f"{a.name} + {b.name} {s.mix_weight:.2f}"
+        item.code, item.source, item.checkpoint = json.dumps(code), f"mix of {a.name} and {b.name}", a.checkpoint
+        s.style_index = len(s.styles) - 1
+        return {"FINISHED"}
+
+
+class MIMIC_OT_check_backend(bpy.types.Operator):
+    """Start the backend and load the checkpoint; report what is wrong in words"""
+    bl_idname = "mimic.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context):
+        settings = properties.settings(context)
+        try:
+            backend = session.backend(settings)
+        except FAILURES as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        f, m = backend.facts, backend.facts["model"]
+        self.report({"INFO"}, f"Backend OK: torch {f['torch']} on {m['device']}; model animates "
+                              f"{m['vertex_count']} vertices at {m['fps']:g} fps")
+        return {"FINISHED"}
+
+
+CLASSES = (MIMIC_OT_speaker_style, MIMIC_OT_capture_style, MIMIC_OT_style_remove, MIMIC_OT_style_mix,
+           MIMIC_OT_check_backend)

@@ -1,0 +1,115 @@
+"""Settings stored in the .blend (per scene) and in the add-on's Preferences."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+from .job import Settings
+
+DEVICES = [("auto", "Auto", "CUDA or Apple MPS when available, else the CPU"), ("cpu", "CPU", ""),
+           ("cuda", "CUDA", "an NVIDIA GPU"), ("mps", "MPS", "Apple silicon GPU")]
+UNIT_ITEMS = [("AUTO", "Auto", "Detect from the mesh's size: metres, centimetres or millimetres"),
+              ("METRES", "Metres", ""), ("CENTIMETRES", "Centimetres", ""), ("MILLIMETRES", "Millimetres", "")]
+
+
+class MimicStyle(bpy.types.PropertyGroup):
+    """A captured speaking style: the model's style code, and where it came from."""
+    code: StringProperty(description="Style code (JSON list of numbers)")
+    source: StringProperty(description="Where the style was captured from")
+    checkpoint: StringProperty(description="The model that encoded it (codes belong to one model)")
+
+    @property
+    def values(self) -> list[float]:
+        return json.loads(self.code)
+
+
+def _other_styles(self, context):
+    return [(str(i), s.name, s.source) for i, s in enumerate(self.styles) if i != self.style_index] or \
+        [("-1", "(no other style)", "")]
+
+
+class MimicSceneSettings(bpy.types.PropertyGroup):
+    style_source: EnumProperty(name="Style", items=[
+        ("OBJECT", "Object", "Another object's animation over a frame range"),
+        ("FILE", "File", ".npz with vertices (F,V,3) and template (V,3), or .npy of offsets (F,V,3)"),
+        ("LIBRARY", "Library", "A style captured earlier into this .blend")], default="OBJECT")
+    style_object: PointerProperty(name="Reference", type=bpy.types.Object,
+                                  poll=lambda self, obj: obj.type == "MESH",
+                                  description="Mesh whose animation is the reference performance")
+    style_start: IntProperty(name="Start", default=1, description="First frame of the reference performance")
+    style_end: IntProperty(name="End", default=150, description="Last frame (the model reads up to 150 frames)")
+    style_file: StringProperty(name="Style File", subtype="FILE_PATH")
+    styles: CollectionProperty(type=MimicStyle)
+    style_index: IntProperty(name="Active Style")
+    mix_with: EnumProperty(name="With", items=_other_styles)
+    mix_weight: FloatProperty(name="Weight", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
+                              description="0 keeps the active style, 1 gives the other")
+
+
+def default_python(package: str) -> str:
+    """The backend made by Set up backend, else the project environment the zip was built
+    from, else this interpreter (right when Blender runs as a module inside that environment)."""
+    try:
+        venv = Path(bpy.utils.extension_path_user(package, path="venv", create=False))
+    except ValueError:  # not running as an extension
+        venv = None
+    if venv is not None and (venv / "bin" / "python").is_file():
+        return str(venv / "bin" / "python")
+    defaults = Path(__file__).parent / "backend_defaults.json"
+    if defaults.is_file():
+        python = json.loads(defaults.read_text()).get("python", "")
+        if python and Path(python).is_file():
+            return python
+    return sys.executable if "bpy" in sys.modules and not bpy.app.binary_path else ""
+
+
+class MimicPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    python: StringProperty(name="Backend Interpreter", subtype="FILE_PATH",
+                           description="Python with torch that runs `mimic serve` (empty: automatic)")
+    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH",
+                               description="Released Mimic .pth, or a model folder (config.json + model.safetensors)")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    error_bound_mm: FloatProperty(name="Error Bound (mm)", default=0.1, min=0.001, max=10.0,
+                                  description="Largest distance of any vertex from the exact result, in model mm")
+    units: EnumProperty(name="Mesh Units", items=UNIT_ITEMS, default="AUTO")
+    cuda: BoolProperty(name="CUDA PyTorch", description="Set up the backend with a CUDA build of PyTorch")
+    busy: BoolProperty(options={"SKIP_SAVE"})
+
+    def draw(self, context):
+        layout = self.layout
+        col = layout.column()
+        col.prop(self, "python", placeholder=default_python(__package__) or "(not found)")
+        col.prop(self, "checkpoint")
+        col.prop(self, "device")
+        col.prop(self, "error_bound_mm")
+        col.prop(self, "units")
+        row = layout.row()
+        row.operator("mimic.check_backend", icon="CHECKMARK")
+        row.operator("mimic.setup_backend", icon="CONSOLE")
+        row.prop(self, "cuda")
+
+
+def preferences(context):
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon is not None else None
+
+
+def settings(context, **overrides) -> Settings:
+    """Settings from the Preferences (defaults when the add-on is not enabled, as in
+    `python -m mimic_blender.batch`), then explicit overrides that are not None."""
+    prefs = preferences(context)
+    values = dict(python=default_python(__package__), checkpoint="", device="auto", error_bound=1e-4, units="AUTO")
+    if prefs is not None:
+        values.update(python=bpy.path.abspath(prefs.python) if prefs.python else values["python"],
+                      checkpoint=bpy.path.abspath(prefs.checkpoint), device=prefs.device,
+                      error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

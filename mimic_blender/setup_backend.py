@@ -1,0 +1,113 @@
+"""Make and check the backend's Python environment (behind "Set up backend" in Preferences).
+
+No bpy here: plain subprocesses, tested with plain Python. Every line the tools print goes to
+`on_line`, so the caller can show progress; a failed step raises SetupError with its last lines.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+TORCH_VERSION = "2.13.0"
+TORCH_INDEX = {"cpu": None, "cuda": "https://download.pytorch.org/whl/cu128"}
+PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors")
+TAIL_LINES = 15
+
+# Runs in the interpreter under test, so it must stay valid Python 3 of any version: no f-strings.
+CHECK = """
+import importlib, sys
+if sys.version_info < (3, 10):
+    print("Python %d.%d is too old: the backend needs 3.10 or newer" % sys.version_info[:2])
+    sys.exit()
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        if getattr(error, "name", None) == name:
+            print("package '%s' missing" % name)
+        else:
+            print("package '%s' does not import: %s" % (name, error))
+"""
+# A base interpreter must be new enough and able to make a venv with pip in it.
+USABLE_BASE = "import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 10))"
+
+
+class SetupError(Exception):
+    """A setup step failed; the message says which and ends with its last output lines."""
+
+
+def find_python_problems(python: str) -> list[str]:
+    """What keeps `python` from running the backend, in words for users; [] when nothing does."""
+    if not Path(python).is_file():
+        return [f"interpreter not found: {python}"]
+    try:
+        done = subprocess.run([python, "-c", CHECK, *PACKAGES], capture_output=True, text=True,
+                              errors="replace", timeout=120, env=_clean_env())
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [f"could not run {python}: {error}"]
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return [f"could not run {python} (exit code {done.returncode}): {last}"]
+    return done.stdout.splitlines()
+
+
+def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line: Callable[[str], None] = print,
+                  extra_pip_args: tuple[str, ...] = ()) -> Path:
+    """Make (or update) a venv at `venv_dir` with PyTorch and the backend package from `backend_src`.
+
+    `torch` is "cpu" or "cuda"; `extra_pip_args` go to the backend's own install. Safe to re-run.
+    Returns the venv's interpreter.
+    """
+    if torch not in TORCH_INDEX:
+        raise ValueError(f"torch must be one of {sorted(TORCH_INDEX)}, not {torch!r}")
+    python = venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    _run("create the environment", [_base_python(), "-m", "venv", str(venv_dir)], on_line)
+    pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
+    _run("upgrade pip", [*pip, "--upgrade", "pip"], on_line)
+    index = TORCH_INDEX[torch]
+    _run(f"install PyTorch {TORCH_VERSION} ({torch})",
+         [*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])], on_line)
+    with tempfile.TemporaryDirectory(prefix="mimic-backend-src-") as tmp:
+        # pip builds a local project in place: build from a copy, so the extension folder stays clean.
+        source = shutil.copytree(backend_src, Path(tmp) / "backend",
+                                 ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        _run("install the backend", [*pip, *extra_pip_args, str(source)], on_line)
+    return python
+
+
+def _base_python() -> str:
+    """The interpreter to make the venv with: this one (Blender's own Python inside Blender), else one on PATH."""
+    candidates = dict.fromkeys(filter(None, (sys.executable, shutil.which("python3.11"), shutil.which("python3"))))
+    for candidate in candidates:
+        if subprocess.run([candidate, "-c", USABLE_BASE], capture_output=True, env=_clean_env()).returncode == 0:
+            return candidate
+    raise SetupError(f"no Python 3.10+ able to make a virtual environment was found (tried {', '.join(candidates)}). "
+                     "Install Python 3.11, or point the add-on's Preferences at an existing environment")
+
+
+def _run(step: str, command: list[str], on_line: Callable[[str], None]) -> None:
+    on_line(f"[{step}] {' '.join(command)}")
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    try:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace", env=_clean_env()) as process:
+            for line in process.stdout:
+                tail.append(line.rstrip())
+                on_line(tail[-1])
+    except OSError as error:
+        raise SetupError(f"could not {step}: {error}") from error
+    if process.returncode != 0:
+        raise SetupError(f"could not {step} (exit code {process.returncode}). Last output:\n" + "\n".join(tail))
+
+
+def _clean_env() -> dict[str, str]:
+    """Our environment without the variables that would make another interpreter see this one's packages."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    return dict(env, PYTHONUNBUFFERED="1")
