@@ -20,5 +20,9 @@ demo: $(READY)
 bench: $(READY)
 	$(PY) -m mimic.bench generate
 
+# The extension zip for Install from Disk: dist/mimic-<version>.zip
+extension: $(READY)
+	$(PY) install/build_extension.py
+
 clean:
-	rm -rf $(VENV) demo/out
+	rm -rf $(VENV) demo/out dist

@@ -1,0 +1,80 @@
+"""The backend installer behind "Set up backend": checking an interpreter, and making a real venv
+with PyTorch and the backend (about 1.5 minutes: torch from the local wheel cache, the rest from
+the package index)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Loaded from its file, as the bpy-free module it is (no add-on package, no Blender).
+_spec = importlib.util.spec_from_file_location("setup_backend", ROOT / "mimic_blender" / "setup_backend.py")
+setup_backend = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(setup_backend)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, Path, list[str], Path]:
+    """(venv dir, its python, every line the setup streamed, the backend source it installed)"""
+    base = tmp_path_factory.mktemp("backend")
+    source = shutil.copytree(ROOT / "backend", base / "source", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    lines: list[str] = []
+    python = setup_backend.setup_backend(base / "venv", source, "cpu", on_line=lines.append)
+    return base / "venv", python, lines, source
+
+
+def test_project_interpreter_has_no_problems():
+    assert setup_backend.find_python_problems(sys.executable) == []
+
+
+def test_missing_interpreter_is_named(tmp_path):
+    missing = str(tmp_path / "nowhere" / "python")
+    problems = setup_backend.find_python_problems(missing)
+    assert len(problems) == 1
+    assert missing in problems[0] and "not found" in problems[0]
+
+
+def test_system_python_lacks_packages():
+    problems = setup_backend.find_python_problems("/usr/bin/python3")
+    assert "package 'numpy' missing" in problems
+    assert "package 'torch' missing" in problems
+
+
+def test_setup_makes_a_working_backend_environment(made):
+    venv, python, lines, source = made
+    assert python == venv / "bin" / "python" and python.is_file()
+    steps = [line.split("] ")[0] + "]" for line in lines if line.startswith("[")]
+    assert steps == ["[create the environment]", "[upgrade pip]", "[install PyTorch 2.13.0 (cpu)]",
+                     "[install the backend]"]
+    assert any(line.startswith("Successfully installed") and "mimic-0.1.0" in line for line in lines)
+    assert setup_backend.find_python_problems(str(python)) == []
+    where = subprocess.run([str(python), "-c", "import mimic.protocol; print(mimic.protocol.__file__)"],
+                           capture_output=True, text=True, cwd=venv, check=True).stdout.strip()
+    assert Path(where).is_relative_to(venv)  # installed into the venv, not linked to the source
+    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml"]  # built from a copy
+
+
+def test_failed_step_raises_with_its_last_output(made, tmp_path):
+    venv, _, _, _ = made
+    not_a_project = tmp_path / "empty"
+    not_a_project.mkdir()
+    lines: list[str] = []
+    with pytest.raises(setup_backend.SetupError) as failure:
+        setup_backend.setup_backend(venv, not_a_project, "cpu", on_line=lines.append)
+    message = str(failure.value)
+    assert message.startswith("could not install the backend (exit code 1). Last output:")
+    assert lines[-1] in message  # the tail of the streamed output ends the message
+    assert "Requirement already satisfied: torch==2.13.0" in "\n".join(lines)  # re-running reuses the venv
+
+
+def test_unknown_torch_flavour_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="'rocm'"):
+        setup_backend.setup_backend(tmp_path / "venv", ROOT / "backend", "rocm", on_line=print)
+    assert not (tmp_path / "venv").exists()
