@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,19 +86,28 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mimic:
 
 def read_official(path: Path) -> dict:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+        # torch wraps every failure of its restricted unpickler in "Weights only load failed";
+        # only a refused global/class/function means the file needs code (garbage gives e.g.
+        # "Unsupported operand").
+        reason = _unpickler_reason(e)
+        if re.search(r"unsupported (global|class)|unrecognized function|not an allowed global", reason.lower()):
             raise MimicError(
                 f"{path} contains Python objects that need code to load; Mimic loads only plain tensors "
                 "(torch.load weights_only=True). Re-save it as a plain dict of tensors where you trust it.",
                 "bad_checkpoint") from None
-        raise MimicError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})", "bad_checkpoint") from None
+        raise MimicError(f"{path} is not a PyTorch checkpoint ({reason})", "bad_checkpoint") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise MimicError(f"{path} is not a readable PyTorch checkpoint, or it is truncated ({_first_line(e)})",
                          "bad_checkpoint") from None
+    except Exception as e:  # garbage read as a legacy checkpoint: KeyError, IndexError, UnicodeDecodeError, ...
+        raise MimicError(f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})",
+                         "bad_checkpoint") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(obj.get("params"), dict):
-        found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
         raise MimicError(f"{path} is not a Mimic checkpoint: expected a dict with 'params' and 'model' (found {found})",
                          "bad_checkpoint")
     return obj
@@ -239,6 +249,14 @@ def check_state_dict(expected: dict, given: dict, source: str) -> None:
             problems.append(f"{len(items)} {what}: {'; '.join(items[:3])}{' ...' if len(items) > 3 else ''}")
     if problems:
         raise MimicError(f"{source} does not fit the Mimic network ({' | '.join(problems)})", "bad_checkpoint")
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The useful part of torch's weights-only error: what follows "WeightsUnpickler error:"."""
+    text = str(error)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (rest if found else text).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def _first_line(error: Exception) -> str:

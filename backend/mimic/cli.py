@@ -59,7 +59,7 @@ def run_generate(args) -> None:
     from .generate import Generator, pick_device
 
     started = time.perf_counter()
-    if args.fps is not None and not args.fps > 0:
+    if args.fps is not None and not 0 < args.fps < float("inf"):
         raise MimicError("--fps must be a positive number")
     generator = Generator(load_model(args.checkpoint), pick_device(args.device))
     config = generator.config

@@ -44,15 +44,16 @@ def load_vertices(path: str | Path, what: str, vertex_count: int, frames: bool) 
         array = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise MimicError(f"{what} file {path} is not a plain .npy array ({e})") from None
-    except OSError as e:
-        raise MimicError(f"cannot read {what} file {path}: {e}") from None
+    except (OSError, EOFError) as e:  # EOFError: an empty file
+        raise MimicError(f"cannot read {what} file {path}: {e or 'it is empty'}") from None
     return check_vertices(array, f"{what} ({path.name})", vertex_count, frames)
 
 
 def check_vertices(array: np.ndarray, what: str, vertex_count: int, frames: bool) -> np.ndarray:
     lead = 1 if frames else 0
     expected = "(frames, vertices, 3)" if frames else "(vertices, 3)"
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer)
+                                                 or np.issubdtype(array.dtype, np.floating)):
         raise MimicError(f"{what} must be a numeric array {expected}")
     if array.ndim == lead + 1 and array.shape[-1] % 3 == 0:
         array = array.reshape(array.shape[:lead] + (-1, 3))
@@ -63,9 +64,11 @@ def check_vertices(array: np.ndarray, what: str, vertex_count: int, frames: bool
     if array.shape[-2] != vertex_count:
         raise MimicError(f"{what} has {array.shape[-2]} vertices but the model animates {vertex_count}: "
                          "use a mesh with the model's topology")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise MimicError(f"{what} contains NaN or infinite values")
-    return array.astype(np.float32, copy=False)
+    return array
 
 
 @contextlib.contextmanager
