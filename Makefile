@@ -15,7 +15,7 @@ test: $(READY)
 	$(PY) -m pytest -q tests
 
 demo: $(READY)
-	$(PY) -m mimic.demo
+	$(PY) demo/run.py
 
 bench: $(READY)
 	$(PY) -m mimic.bench generate

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import bpy
+import atexit
 
-from . import operators, panel, properties, session
-
-CLASSES = (properties.MimicStyle, properties.MimicSceneSettings, properties.MimicPreferences,
-           *operators.CLASSES, *panel.CLASSES)
+# bpy and the modules that need it are imported in register(), so the plain modules (mapping,
+# client, setup_backend) import and test without Blender.
 _cli_command = None
+
+
+def _classes() -> tuple:
+    from . import operators, panel, properties
+
+    return (properties.MimicStyle, properties.MimicSceneSettings, properties.MimicPreferences,
+            *operators.CLASSES, *panel.CLASSES)
 
 
 def register():
     global _cli_command
-    from . import batch
+    import bpy
 
-    for cls in CLASSES:
+    from . import batch, properties
+
+    for cls in _classes():
         bpy.utils.register_class(cls)
     bpy.types.Scene.mimic = bpy.props.PointerProperty(type=properties.MimicSceneSettings)
     wm = bpy.types.WindowManager
@@ -23,16 +30,26 @@ def register():
     wm.mimic_progress = bpy.props.FloatProperty(options={"SKIP_SAVE"})
     wm.mimic_status = bpy.props.StringProperty(options={"SKIP_SAVE"})
     _cli_command = bpy.utils.register_cli_command("mimic", batch.cli_command)
+    if not bpy.app.binary_path:  # bpy as a module crashes at exit if the add-on is left registered
+        atexit.register(_unregister_at_exit)
+
+
+def _unregister_at_exit():
+    if _cli_command is not None:
+        unregister()
 
 
 def unregister():
     global _cli_command
+    import bpy
+
+    from . import session
+
     session.stop()
-    if _cli_command is not None:
-        bpy.utils.unregister_cli_command(_cli_command)
-        _cli_command = None
+    bpy.utils.unregister_cli_command(_cli_command)
+    _cli_command = None
     for name in ("mimic_running", "mimic_progress", "mimic_status"):
         delattr(bpy.types.WindowManager, name)
     del bpy.types.Scene.mimic
-    for cls in reversed(CLASSES):
+    for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)
