@@ -41,6 +41,8 @@ def _unregister_at_exit():
 
 def unregister():
     global _cli_command
+    if _cli_command is None:  # done already: at exit, after _unregister_at_exit, Blender disables add-ons too
+        return
     import bpy
 
     from . import session

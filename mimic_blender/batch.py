@@ -62,6 +62,14 @@ def style_from_args(args, scene) -> job.Style:
     return job.Style(code=item.values)
 
 
+def blender_call(operator, verb: str, path: str) -> None:
+    """Open or save a .blend; Blender's complaint (a RuntimeError) becomes a JobError."""
+    try:
+        operator(filepath=str(Path(path).resolve()))
+    except RuntimeError as e:
+        raise JobError(f"cannot {verb} {path}: {str(e).removeprefix('Error: ').strip()}") from None
+
+
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
@@ -69,7 +77,7 @@ def run(argv: list[str]) -> int:
             raise JobError(f"no such .blend: {args.blend}")
         if not Path(args.save).resolve().parent.is_dir():
             raise JobError(f"folder for --save does not exist: {Path(args.save).parent}")
-        bpy.ops.wm.open_mainfile(filepath=str(Path(args.blend).resolve()))
+        blender_call(bpy.ops.wm.open_mainfile, "open", args.blend)
         scene = bpy.data.scenes.get(args.scene) if args.scene else bpy.context.scene
         if scene is None:
             raise JobError(f"no scene named '{args.scene}'")
@@ -84,7 +92,7 @@ def run(argv: list[str]) -> int:
                                        device=args.device, python=args.python, error_bound=error_bound)
         strip = job.find_strip(scene, args.strip)
         outputs = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=job.print_progress)
-        bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.save).resolve()))
+        blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)
         return 1
@@ -101,7 +109,15 @@ def cli_command(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if not hasattr(bpy.types.Scene, "mimic"):
-        import mimic_blender
+    import mimic_blender
+
+    # Blender as a module crashes on exit (SIGSEGV, not our exit code) while the add-on is registered.
+    registered = not hasattr(bpy.types.Scene, "mimic")
+    if registered:
         mimic_blender.register()
-    sys.exit(run(sys.argv[1:]))
+    try:
+        status = run(sys.argv[1:])
+    finally:
+        if registered:
+            mimic_blender.unregister()
+    sys.exit(status)

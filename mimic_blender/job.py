@@ -153,8 +153,19 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     if code is None:
         code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
     np.save(workdir / "audio.npy", inputs.audio)
-    result = backend.request("generate", on_progress=on_progress, cancelled=cancelled, audio=str(workdir / "audio.npy"),
-                             style=code, error_bound=settings.error_bound)
+    # The backend honours a cancel only for the generate it is running (its first progress says
+    # so); one sent earlier would be dropped, so the cancel waits for that.
+    started = False
+
+    def progress(done: int, total: int, stage: str) -> None:
+        nonlocal started
+        started = True
+        if on_progress is not None:
+            on_progress(done, total, stage)
+
+    result = backend.request("generate", on_progress=progress,
+                             cancelled=None if cancelled is None else lambda: started and cancelled(),
+                             audio=str(workdir / "audio.npy"), style=code, error_bound=settings.error_bound)
     try:
         mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
     finally:

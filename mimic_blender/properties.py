@@ -29,9 +29,13 @@ class MimicStyle(bpy.types.PropertyGroup):
         return json.loads(self.code)
 
 
+_other_style_items: list = []  # Blender misreads a dynamic enum's strings unless Python keeps them alive
+
+
 def _other_styles(self, context):
-    return [(str(i), s.name, s.source) for i, s in enumerate(self.styles) if i != self.style_index] or \
-        [("-1", "(no other style)", "")]
+    _other_style_items[:] = [(str(i), s.name, s.source) for i, s in enumerate(self.styles) if i != self.style_index] \
+        or [("-1", "(no other style)", "")]
+    return _other_style_items
 
 
 class MimicSceneSettings(bpy.types.PropertyGroup):
