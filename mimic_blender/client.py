@@ -8,6 +8,7 @@ backend; requests wait on a queue, forwarding progress and sending `cancel` when
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import queue
 import shutil
@@ -54,12 +55,19 @@ class Backend:
         if not self.python or not Path(self.python).is_file():
             raise BackendError("interpreter_missing", f"backend interpreter not found: {self.python or '(not set)'}. "
                                "Set it in the add-on's Preferences, or click Set up backend there")
+        self.stop()  # a second start must not orphan the first process
         self.workdir = Path(tempfile.mkdtemp(prefix="mimic-session-"))
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(BUNDLED_BACKEND), os.environ.get("PYTHONPATH")])))
-        self.process = subprocess.Popen(
-            [self.python, "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, cwd=self.workdir)
+        try:
+            self.process = subprocess.Popen(
+                [self.python, "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=env, cwd=self.workdir)
+        except OSError as e:  # not executable, not a program, ...
+            self.stop()
+            raise BackendError("interpreter_missing", f"cannot run the backend interpreter {self.python}: {e}. "
+                               "Set it in the add-on's Preferences, or click Set up backend there") from None
+        self.replies, self.log = queue.Queue(), collections.deque(maxlen=40)  # nothing from an earlier process
         threading.Thread(target=self._read_replies, args=(self.process.stdout,), daemon=True).start()
         threading.Thread(target=self._read_log, args=(self.process.stderr,), daemon=True).start()
         try:
@@ -71,12 +79,16 @@ class Backend:
 
     def request(self, kind: str, on_progress: Callable[[int, int, str], None] | None = None,
                 cancelled: Callable[[], bool] | None = None, timeout: float | None = None, **fields) -> dict:
-        """Send one request and wait for its result; BackendError on error, death or timeout."""
+        """Send one request and wait for its result; BackendError on error, death or timeout.
+
+        `cancelled` is polled while waiting; once it says True the backend is asked to cancel, as
+        soon as the request is running (its first progress): the backend cancels only a running
+        generate, so a cancel sent while the request still waits in its queue would be lost."""
         id_ = self._send(kind, **fields)
         deadline = None if timeout is None else time.monotonic() + timeout
-        cancel_sent = False
+        cancel_sent = running = False
         while True:
-            if cancelled is not None and not cancel_sent and cancelled():
+            if cancelled is not None and running and not cancel_sent and cancelled():
                 self._send(p.CANCEL, target=id_)
                 cancel_sent = True
             try:
@@ -89,8 +101,10 @@ class Backend:
                 continue
             if message.get("id") != id_:
                 continue  # replies to cancels, or to requests abandoned earlier
-            if message["type"] == p.PROGRESS and on_progress is not None:
-                on_progress(message["done"], message["total"], message["stage"])
+            if message["type"] == p.PROGRESS:
+                running = True
+                if on_progress is not None:
+                    on_progress(message["done"], message["total"], message["stage"])
             elif message["type"] == p.ERROR:
                 raise BackendError(message["code"], message["message"])
             elif message["type"] == p.RESULT:
@@ -107,7 +121,8 @@ class Backend:
                     self.process.kill()
                     self.process.wait()
             for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-                stream.close()
+                with contextlib.suppress(OSError):  # BrokenPipeError: a request left unsent in the buffer
+                    stream.close()
             self.process = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -127,15 +142,19 @@ class Backend:
         return id_
 
     def _read_replies(self, stream) -> None:
-        for line in stream:
-            try:
-                self.replies.put(p.decode(line))
-            except p.ProtocolError:
-                self.log.append(f"(not protocol) {line[:200]!r}")
+        replies, log = self.replies, self.log  # this process's, even after a restart
+        with contextlib.suppress(OSError, ValueError):  # ValueError: stop() closed the pipe
+            for line in stream:
+                try:
+                    replies.put(p.decode(line))
+                except p.ProtocolError:
+                    log.append(f"(not protocol) {line[:200]!r}")
 
     def _read_log(self, stream) -> None:
-        for line in stream:
-            self.log.append(line.decode(errors="replace").rstrip())
+        log = self.log
+        with contextlib.suppress(OSError, ValueError):
+            for line in stream:
+                log.append(line.decode(errors="replace").rstrip())
 
     def _death(self) -> BackendError:
         if self.process is not None:

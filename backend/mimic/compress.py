@@ -38,7 +38,8 @@ class Subspace:
 
     def compress(self, coords: np.ndarray, bound: float, chunk: int = 256) -> Compressed:
         """coords (T, C) -> the smallest K with max per-vertex error <= bound."""
-        assert bound > 0, "the error bound must be positive"
+        if not bound > 0:
+            raise ValueError(f"the error bound must be positive; got {bound}")
         z = coords.astype(np.float64)
         mean_z = z.mean(axis=0)
         u, s, vt = np.linalg.svd(z - mean_z, full_matrices=False)  # (T, r), (r,), (r, C)
@@ -71,5 +72,6 @@ class Subspace:
         q = self.q.T.astype(np.float64)
         basis = (vt[:k] @ q).astype(np.float32)  # (K, M)
         mean = (mean_z @ q + self.bias).astype(np.float32)  # (M,)
-        return Compressed(mean.reshape(-1, 3), basis.reshape(k, -1, 3),
+        vertices = len(mean) // 3
+        return Compressed(mean.reshape(vertices, 3), basis.reshape(k, vertices, 3),  # -1 fails when k = 0
                           scores[:, :k].astype(np.float32), max_error(k))

@@ -17,7 +17,7 @@ HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, dev
 LOAD = "load"  # {checkpoint, device} -> model facts (see model_facts)
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
 GENERATE = "generate"  # {audio: npy 16 kHz mono float32, style: [C floats], error_bound} -> compact result
-CANCEL = "cancel"  # {target: id of a running request} -> the target ends with error "cancelled"
+CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
 REQUESTS = (HELLO, LOAD, ENCODE_STYLE, GENERATE, CANCEL, SHUTDOWN)
 
@@ -70,7 +70,7 @@ def decode(line: bytes | str) -> dict:
     """One line -> message; ProtocolError(BAD_REQUEST) unless it is a JSON object with a type."""
     try:
         message = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ProtocolError(BAD_REQUEST, f"not a JSON line: {e}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(BAD_REQUEST, "a message must be a JSON object with a string 'type'")

@@ -9,6 +9,8 @@ logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import queue
 import sys
 import threading
@@ -38,6 +40,7 @@ class Service:
         self.write_lock = threading.Lock()
         self.jobs: queue.Queue = queue.Queue()
         self.running: int | None = None  # id of the request being worked on
+        self.running_type: str | None = None  # and its type
         self.cancelled: set[int] = set()
         self.workdir: Path | None = None
         self.generator: Generator | None = None
@@ -63,8 +66,14 @@ class Service:
                 continue
             if message["type"] == p.CANCEL:
                 target = message.get("target")
-                self.cancelled.add(target)
-                self.send(p.result(message.get("id"), cancelled=target == self.running))
+                if not isinstance(target, int) or isinstance(target, bool):
+                    self.send(p.error(message.get("id"), p.BAD_REQUEST, "cancel: field 'target' must be the "
+                                      "integer id of a request"))
+                    continue
+                hit = target == self.running and self.running_type == p.GENERATE
+                if hit:  # only a running generate checks the flag; anything else is not remembered
+                    self.cancelled.add(target)
+                self.send(p.result(message.get("id"), cancelled=hit))
             else:
                 self.jobs.put(message)
         self.jobs.put(None)
@@ -73,6 +82,7 @@ class Service:
         threading.Thread(target=self.read, args=(stream,), daemon=True).start()
         while (message := self.jobs.get()) is not None:
             id_ = message.get("id")
+            self.running_type = message.get("type")
             self.running = id_
             try:
                 reply = self.handle(message)
@@ -86,8 +96,9 @@ class Service:
                 log.error("request %s failed:\n%s", id_, traceback.format_exc())
                 reply = p.error(id_, p.INTERNAL, f"{type(e).__name__}: {e}")
             finally:
-                self.running = None
-                self.cancelled.discard(id_)
+                self.running = self.running_type = None
+                if isinstance(id_, int):  # an unhashable id (a list) must not crash the loop
+                    self.cancelled.discard(id_)
             self.send(reply)
             if message.get("type") == p.SHUTDOWN and reply["type"] == p.RESULT:
                 return
@@ -158,12 +169,20 @@ class Service:
             raise p.ProtocolError(p.BAD_REQUEST, "send 'hello' with a workdir first")
         id_ = m["id"]
         style = p.field(m, "style", list)
-        if len(style) != generator.config.feature_dim or not all(isinstance(x, (int, float)) for x in style):
+        if len(style) != generator.config.feature_dim:
             raise MimicError(f"a style code has {generator.config.feature_dim} numbers; got {len(style)}")
-        bound = float(m.get("error_bound", p.DEFAULT_ERROR_BOUND))
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in style):
+            raise MimicError("a style code holds finite numbers only (as encode_style returns it)")
+        bound = m.get("error_bound", p.DEFAULT_ERROR_BOUND)
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+            raise p.ProtocolError(p.BAD_REQUEST, f"generate: field 'error_bound' must be a number; got {bound!r}")
+        bound = float(bound)
         if not bound > 0:
             raise MimicError("error_bound must be positive")
-        audio = self._array(m, "audio").astype(np.float32).reshape(-1)
+        audio = self._array(m, "audio")
+        if not isinstance(audio, np.ndarray) or not np.issubdtype(audio.dtype, np.number) or np.iscomplexobj(audio):
+            raise MimicError("the audio must be a .npy array of real samples (16 kHz mono)")
+        audio = audio.astype(np.float32).reshape(-1)
         if not np.isfinite(audio).all():
             raise MimicError("the audio contains NaN or infinite samples")
         total = generator.frame_count(len(audio))
@@ -194,3 +213,7 @@ def serve() -> None:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the protocol stream
     Service(out).run()
+    # After `shutdown` the reader thread is still blocked reading stdin; a normal interpreter exit
+    # then aborts (SIGABRT, "could not acquire lock for <stdin>"). Everything is sent: leave now.
+    sys.stderr.flush()
+    os._exit(0)
