@@ -91,15 +91,14 @@ def run(argv: list[str]) -> int:
         settings = properties.settings(context, checkpoint=args.checkpoint and str(Path(args.checkpoint).resolve()),
                                        device=args.device, python=args.python, error_bound=error_bound)
         strip = job.find_strip(scene, args.strip)
-        outputs = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=job.print_progress)
+        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=job.print_progress)
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)
         return 1
     finally:
         session.stop()
-    print(f"mimic: saved {args.save}: '{args.target}' animated from '{strip.name}', {len(outputs.basis)} shapes, "
-          f"max error {outputs.max_error * 1000:.3f} mm", file=sys.stderr)
+    print(f"mimic: saved {args.save}: {done}", file=sys.stderr)
     return 0
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from .backend.mimic import protocol as p
+from .setup_backend import PACKAGES
 
 BUNDLED_BACKEND = Path(__file__).resolve().parent / "backend"
-PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors")
 
 
 class BackendError(Exception):

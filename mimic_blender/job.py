@@ -153,19 +153,8 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     if code is None:
         code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
     np.save(workdir / "audio.npy", inputs.audio)
-    # The backend honours a cancel only for the generate it is running (its first progress says
-    # so); one sent earlier would be dropped, so the cancel waits for that.
-    started = False
-
-    def progress(done: int, total: int, stage: str) -> None:
-        nonlocal started
-        started = True
-        if on_progress is not None:
-            on_progress(done, total, stage)
-
-    result = backend.request("generate", on_progress=progress,
-                             cancelled=None if cancelled is None else lambda: started and cancelled(),
-                             audio=str(workdir / "audio.npy"), style=code, error_bound=settings.error_bound)
+    result = backend.request("generate", on_progress=on_progress, cancelled=cancelled, audio=str(workdir / "audio.npy"),
+                             style=code, error_bound=settings.error_bound)
     try:
         mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
     finally:
@@ -200,8 +189,14 @@ def print_progress(done: int, total: int, stage: str) -> None:
     print(f"mimic: {stage} {done}/{total} frames", file=sys.stderr, flush=True)
 
 
-def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None) -> Outputs:
+def summary(inputs: Inputs, outputs: Outputs) -> str:
+    return (f"{inputs.frames} frames on '{inputs.target_name}' from '{inputs.strip_name}': {len(outputs.basis)} shapes, "
+            f"largest vertex error {outputs.max_error * 1e6:.1f} µm (model units)")
+
+
+def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None) -> str:
+    """All three phases, synchronously; returns a one-line summary."""
     inputs = gather(context, target, strip, style, settings)
     outputs = compute(inputs, settings, on_progress, cancelled)
     apply(context, inputs, outputs)
-    return outputs
+    return summary(inputs, outputs)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
+from pathlib import Path
 
 import bpy
 
@@ -12,8 +11,10 @@ from . import job, properties, session
 from .client import BackendError
 from .job import JobError
 from .mapping import mix_styles
+from .setup_backend import SetupError, find_python_problems, setup_backend
+from .worker import Worker
 
-FAILURES = (JobError, BackendError)
+FAILURES = (JobError, BackendError, SetupError)
 
 
 def style_from_scene(scene) -> job.Style:
@@ -33,7 +34,42 @@ def style_from_scene(scene) -> job.Style:
     return job.Style(code=item.values, label=item.name)
 
 
-class MIMIC_OT_speaker_style(bpy.types.Operator):
+class ModalWork:
+    """Mixin for operators whose work runs on a Worker thread: progress in the window manager
+    (drawn by the panel), Esc cancels, the outcome is handled back on the main thread."""
+
+    def start_work(self, context, work, status: str):
+        wm = context.window_manager
+        wm.mimic_running, wm.mimic_progress, wm.mimic_status = True, 0.0, status
+        self.worker = Worker(work, FAILURES).start()
+        self.timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        wm = context.window_manager
+        if event.type == "ESC" and event.value == "PRESS":
+            self.worker.cancel.set()
+            wm.mimic_status = "Cancelling"
+        for kind, payload in self.worker.poll():
+            if kind == "progress":
+                fraction, text = payload
+                wm.mimic_progress = wm.mimic_progress if fraction is None else fraction
+                wm.mimic_status = text
+                continue
+            wm.event_timer_remove(self.timer)
+            wm.mimic_running, wm.mimic_status = False, ""
+            if kind == "done":
+                return self.work_done(context, payload)
+            cancelled = getattr(payload, "code", "") == "cancelled"
+            self.report({"WARNING"} if cancelled else {"ERROR"}, "Cancelled: nothing changed" if cancelled else str(payload))
+            return {"CANCELLED"}
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+        return {"RUNNING_MODAL"}
+
+
+class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
     """Animate the active head's shape keys from the selected sound strip in the chosen speaking style"""
     bl_idname = "mimic.speaker_style"
     bl_label = "Mimic Speaker Style"
@@ -67,7 +103,7 @@ class MIMIC_OT_speaker_style(bpy.types.Operator):
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"INFO"}, _summary(inputs, outputs))
+        self.report({"INFO"}, "Mimic: " + job.summary(inputs, outputs))
         return {"FINISHED"}
 
     def invoke(self, context, event):
@@ -78,60 +114,21 @@ class MIMIC_OT_speaker_style(bpy.types.Operator):
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.events: queue.Queue = queue.Queue()
-        self.cancel = threading.Event()
-        self.worker = threading.Thread(target=self._compute, args=(settings,), daemon=True)
-        wm = context.window_manager
-        wm.mimic_running, wm.mimic_progress, wm.mimic_status = True, 0.0, "Starting the backend"
-        self.timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        self.worker.start()
-        return {"RUNNING_MODAL"}
 
-    def _compute(self, settings):  # worker thread: no bpy here
+        def work(progress, cancelled):  # on the worker thread: no bpy
+            return job.compute(self.inputs, settings,
+                               lambda done, total, stage: progress(done / max(total, 1), f"{stage}: {done}/{total} frames"),
+                               cancelled)
+        return self.start_work(context, work, "Starting the backend")
+
+    def work_done(self, context, outputs):
         try:
-            outputs = job.compute(self.inputs, settings, lambda *a: self.events.put(("progress", a)), self.cancel.is_set)
-            self.events.put(("done", outputs))
+            job.apply(context, self.inputs, outputs)
         except FAILURES as e:
-            self.events.put(("failed", e))
-
-    def modal(self, context, event):
-        wm = context.window_manager
-        if event.type == "ESC" and event.value == "PRESS":
-            self.cancel.set()
-            wm.mimic_status = "Cancelling"
-        while not self.events.empty():
-            kind, payload = self.events.get()
-            if kind == "progress":
-                done, total, stage = payload
-                wm.mimic_progress, wm.mimic_status = done / max(total, 1), f"{stage.capitalize()}: {done}/{total} frames"
-                continue
-            self._finish(context)
-            if kind == "failed":
-                self.report({"WARNING"} if getattr(payload, "code", "") == "cancelled" else {"ERROR"},
-                            "Cancelled: nothing changed" if getattr(payload, "code", "") == "cancelled" else str(payload))
-                return {"CANCELLED"}
-            try:
-                job.apply(context, self.inputs, payload)
-            except FAILURES as e:
-                self.report({"ERROR"}, str(e))
-                return {"CANCELLED"}
-            self.report({"INFO"}, _summary(self.inputs, payload))
-            return {"FINISHED"}
-        for area in context.screen.areas if context.screen else ():
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
-        return {"RUNNING_MODAL"}
-
-    def _finish(self, context):
-        wm = context.window_manager
-        wm.event_timer_remove(self.timer)
-        wm.mimic_running, wm.mimic_status = False, ""
-
-
-def _summary(inputs, outputs) -> str:
-    return (f"Mimic: {inputs.frames} frames on '{inputs.target_name}' from '{inputs.strip_name}', "
-            f"{len(outputs.basis)} shapes, max error {outputs.max_error * 1000:.3f} mm")
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "Mimic: " + job.summary(self.inputs, outputs))
+        return {"FINISHED"}
 
 
 class MIMIC_OT_capture_style(bpy.types.Operator):
@@ -191,7 +188,10 @@ class MIMIC_OT_style_mix(bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.mimic
-        a, b = s.styles[s.style_index], s.styles[int(s.mix_with)]
+        a, b = s.styles[s.style_index], s.styles.get(s.mix_with)
+        if b is None:
+            self.report({"ERROR"}, "choose the style to mix with")
+            return {"CANCELLED"}
         try:
             code = mix_styles(a.values, b.values, s.mix_weight)
         except ValueError as e:
@@ -211,6 +211,11 @@ class MIMIC_OT_check_backend(bpy.types.Operator):
 
     def execute(self, context):
         settings = properties.settings(context)
+        problems = find_python_problems(settings.python) if settings.python else ["no backend interpreter set"]
+        if problems:
+            self.report({"ERROR"}, f"Backend interpreter {settings.python or '(none)'}: " + "; ".join(problems) +
+                        ". Click Set up backend, or point Preferences at an environment made by install/setup.sh")
+            return {"CANCELLED"}
         try:
             backend = session.backend(settings)
         except FAILURES as e:
@@ -222,5 +227,48 @@ class MIMIC_OT_check_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (MIMIC_OT_speaker_style, MIMIC_OT_capture_style, MIMIC_OT_style_remove, MIMIC_OT_style_mix,
+class MIMIC_OT_setup_backend(ModalWork, bpy.types.Operator):
+    """Make the backend's Python environment in the extension's user folder: PyTorch (CPU, or CUDA when
+    ticked) and the bundled backend. Downloads about 1 GB (CPU) or several GB (CUDA)"""
+    bl_idname = "mimic.setup_backend"
+    bl_label = "Set up Backend"
+
+    @classmethod
+    def poll(cls, context):
+        if context.window_manager.mimic_running:
+            cls.poll_message_set("Mimic is already working")
+            return False
+        return True
+
+    def _work(self, context):
+        prefs = properties.preferences(context)
+        venv = Path(bpy.utils.extension_path_user(__package__, path="venv", create=True))
+        torch = "cuda" if prefs is not None and prefs.cuda else "cpu"
+        source = Path(__file__).parent / "backend"
+        return lambda progress, cancelled: setup_backend(venv, source, torch, on_line=lambda line: progress(None, line))
+
+    def execute(self, context):
+        """Synchronous (background mode)."""
+        try:
+            python = self._work(context)(lambda fraction, line: print(line, flush=True), lambda: False)
+        except FAILURES as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return self.work_done(context, python)
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        return self.start_work(context, self._work(context), "Setting up the backend")
+
+    def work_done(self, context, python):
+        prefs = properties.preferences(context)
+        if prefs is not None:
+            prefs.python = str(python)
+        session.stop()
+        self.report({"INFO"}, f"Backend ready: {python}")
+        return {"FINISHED"}
+
+
+CLASSES = (MIMIC_OT_speaker_style, MIMIC_OT_setup_backend, MIMIC_OT_capture_style, MIMIC_OT_style_remove, MIMIC_OT_style_mix,
            MIMIC_OT_check_backend)

@@ -51,7 +51,7 @@ class MIMIC_PT_main(bpy.types.Panel):
         col.operator("mimic.style_remove", icon="REMOVE", text="")
         if len(settings.styles) >= 2:
             row = box.row(align=True)
-            row.prop(settings, "mix_with", text="")
+            row.prop_search(settings, "mix_with", settings, "styles", text="")
             row.prop(settings, "mix_weight")
             row.operator("mimic.style_mix", text="Mix")
 

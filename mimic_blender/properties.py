@@ -29,15 +29,6 @@ class MimicStyle(bpy.types.PropertyGroup):
         return json.loads(self.code)
 
 
-_other_style_items: list = []  # Blender misreads a dynamic enum's strings unless Python keeps them alive
-
-
-def _other_styles(self, context):
-    _other_style_items[:] = [(str(i), s.name, s.source) for i, s in enumerate(self.styles) if i != self.style_index] \
-        or [("-1", "(no other style)", "")]
-    return _other_style_items
-
-
 class MimicSceneSettings(bpy.types.PropertyGroup):
     style_source: EnumProperty(name="Style", items=[
         ("OBJECT", "Object", "Another object's animation over a frame range"),
@@ -51,7 +42,7 @@ class MimicSceneSettings(bpy.types.PropertyGroup):
     style_file: StringProperty(name="Style File", subtype="FILE_PATH")
     styles: CollectionProperty(type=MimicStyle)
     style_index: IntProperty(name="Active Style")
-    mix_with: EnumProperty(name="With", items=_other_styles)
+    mix_with: StringProperty(name="With", description="The style to mix the active one with")
     mix_weight: FloatProperty(name="Weight", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
                               description="0 keeps the active style, 1 gives the other")
 
