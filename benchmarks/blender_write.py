@@ -260,9 +260,9 @@ def main() -> None:
         print(f"Baseline written for the first {n} frames only and EXTRAPOLATED LINEARLY x{scale:g} to {args.frames} "
               f"(its shape keys alone would be {args.frames * VERTICES * 12 / 1e9:.2f} GB).")
     rows = [("ours: mean + K basis keys + weight action", f"{args.frames}", ours_s, ours_mb, f"{ours_err:.3g}"),
-            (f"one shape key per frame (measured)", f"{n}", base_n_s, base_n_mb, f"{base_err:.3g}")]
+            ("one shape key per frame (measured)", f"{n}", base_n_s, base_n_mb, f"{base_err:.3g}")]
     if n < args.frames:
-        rows.append((f"one shape key per frame (extrapolated)", f"{args.frames}", base_s, base_mb, "-"))
+        rows.append(("one shape key per frame (extrapolated)", f"{args.frames}", base_s, base_mb, "-"))
     options = [("option: ours, .blend saved compressed", f"{args.frames}", ours_s, ours_z_mb, f"{ours_err:.3g}"),
                ("option: ours + convert_to_samples", f"{args.frames}", samples_s, samples_mb, f"{samples_err:.3g}")]
     print(f"{'method':<44} {'frames':>7} {'write s':>9} {'growth MB':>10} {'max error m':>12}")
