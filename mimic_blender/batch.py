@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", choices=[d for d, *_ in properties.DEVICES])
     ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
     ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
+    ap.add_argument("--curves", choices=[c for c, *_ in properties.CURVE_ITEMS],
+                    help="weight curves as keyframes, baked samples, or AUTO (samples for long shots)")
     ap.add_argument("--save", required=True, help="where to save the animated .blend")
     return ap
 
@@ -89,7 +91,8 @@ def run(argv: list[str]) -> int:
             context.window.scene = scene
         error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
         settings = properties.settings(context, checkpoint=args.checkpoint and str(Path(args.checkpoint).resolve()),
-                                       device=args.device, python=args.python, error_bound=error_bound)
+                                       device=args.device, python=args.python, error_bound=error_bound,
+                                       curves=args.curves)
         strip = job.find_strip(scene, args.strip)
         done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=job.print_progress)
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)

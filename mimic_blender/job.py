@@ -29,6 +29,10 @@ class Settings:
     device: str = "auto"
     error_bound: float = 1e-4  # model units (metres for FLAME)
     units: str = "AUTO"  # mesh units per model unit: AUTO, METRES, CENTIMETRES, MILLIMETRES
+    curves: str = "AUTO"  # KEYS (editable keyframes), SAMPLES (baked, compact), AUTO (samples past KEYS_BUDGET)
+
+
+KEYS_BUDGET = 20 * 2**20  # bytes of keyframes (72 bytes each) above which AUTO bakes samples: ~2 min at 30 fps
 
 
 @dataclass
@@ -166,7 +170,12 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     return Outputs(mean * inputs.factor, basis, tracks, result["max_error"], code)
 
 
-def apply(context, inputs: Inputs, outputs: Outputs) -> None:
+def sampled(curves: str, tracks_shape: tuple[int, int]) -> bool:
+    frames, k = tracks_shape
+    return curves == "SAMPLES" or curves == "AUTO" and frames * (k + 1) * 72 > KEYS_BUDGET
+
+
+def apply(context, inputs: Inputs, outputs: Outputs, settings: Settings) -> None:
     """Replace any previous Mimic result on the target with this one; on failure undo our part."""
     import bpy
 
@@ -177,7 +186,7 @@ def apply(context, inputs: Inputs, outputs: Outputs) -> None:
     scene_io.remove_result(target)
     try:
         scene_io.write_result(target, inputs.strip_name, outputs.mean, outputs.basis, outputs.tracks,
-                              inputs.first_frame)
+                              inputs.first_frame, sampled=sampled(settings.curves, outputs.tracks.shape))
     except Exception:
         scene_io.remove_result(target)
         raise
@@ -198,5 +207,5 @@ def run(context, target, strip, style: Style, settings: Settings, on_progress=No
     """All three phases, synchronously; returns a one-line summary."""
     inputs = gather(context, target, strip, style, settings)
     outputs = compute(inputs, settings, on_progress, cancelled)
-    apply(context, inputs, outputs)
+    apply(context, inputs, outputs, settings)
     return summary(inputs, outputs)

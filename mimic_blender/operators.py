@@ -99,7 +99,7 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
         try:
             settings, inputs = self._prepare(context)
             outputs = job.compute(inputs, settings, on_progress=job.print_progress)
-            job.apply(context, inputs, outputs)
+            job.apply(context, inputs, outputs, settings)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
@@ -110,20 +110,20 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
         if bpy.app.background:
             return self.execute(context)
         try:
-            settings, self.inputs = self._prepare(context)
+            self.settings, self.inputs = self._prepare(context)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
 
         def work(progress, cancelled):  # on the worker thread: no bpy
-            return job.compute(self.inputs, settings,
+            return job.compute(self.inputs, self.settings,
                                lambda done, total, stage: progress(done / max(total, 1), f"{stage}: {done}/{total} frames"),
                                cancelled)
         return self.start_work(context, work, "Starting the backend")
 
     def work_done(self, context, outputs):
         try:
-            job.apply(context, self.inputs, outputs)
+            job.apply(context, self.inputs, outputs, self.settings)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}

@@ -18,6 +18,11 @@ UNIT_ITEMS = [("AUTO", "Auto", "Detect from the mesh's size: metres, centimetres
               ("METRES", "Metres", ""), ("CENTIMETRES", "Centimetres", ""), ("MILLIMETRES", "Millimetres", "")]
 
 
+CURVE_ITEMS = [("AUTO", "Auto", "Editable keyframes, baked samples for long results (over about 2 minutes)"),
+               ("KEYS", "Keyframes", "One editable keyframe per frame"),
+               ("SAMPLES", "Samples", "Baked F-curve samples: a sixth of the keyframes' size in the .blend")]
+
+
 class MimicStyle(bpy.types.PropertyGroup):
     """A captured speaking style: the model's style code, and where it came from."""
     code: StringProperty(description="Style code (JSON list of numbers)")
@@ -75,6 +80,7 @@ class MimicPreferences(bpy.types.AddonPreferences):
     error_bound_mm: FloatProperty(name="Error Bound (mm)", default=0.1, min=0.001, max=10.0,
                                   description="Largest distance of any vertex from the exact result, in model mm")
     units: EnumProperty(name="Mesh Units", items=UNIT_ITEMS, default="AUTO")
+    curves: EnumProperty(name="Weight Curves", items=CURVE_ITEMS, default="AUTO")
     cuda: BoolProperty(name="CUDA PyTorch", description="Set up the backend with a CUDA build of PyTorch")
     busy: BoolProperty(options={"SKIP_SAVE"})
 
@@ -86,6 +92,7 @@ class MimicPreferences(bpy.types.AddonPreferences):
         col.prop(self, "device")
         col.prop(self, "error_bound_mm")
         col.prop(self, "units")
+        col.prop(self, "curves")
         row = layout.row()
         row.operator("mimic.check_backend", icon="CHECKMARK")
         row.operator("mimic.setup_backend", icon="CONSOLE")
@@ -101,10 +108,11 @@ def settings(context, **overrides) -> Settings:
     """Settings from the Preferences (defaults when the add-on is not enabled, as in
     `python -m mimic_blender.batch`), then explicit overrides that are not None."""
     prefs = preferences(context)
-    values = dict(python=default_python(__package__), checkpoint="", device="auto", error_bound=1e-4, units="AUTO")
+    values = dict(python=default_python(__package__), checkpoint="", device="auto", error_bound=1e-4, units="AUTO",
+                  curves="AUTO")
     if prefs is not None:
         values.update(python=bpy.path.abspath(prefs.python) if prefs.python else values["python"],
                       checkpoint=bpy.path.abspath(prefs.checkpoint), device=prefs.device,
-                      error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units)
+                      error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units, curves=prefs.curves)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)

@@ -138,10 +138,12 @@ def remove_result(obj) -> None:
     obj.data.pop("mimic_result", None)
 
 
-def write_result(obj, name: str, mean: np.ndarray, basis: np.ndarray, tracks: np.ndarray, first_frame: int) -> None:
+def write_result(obj, name: str, mean: np.ndarray, basis: np.ndarray, tracks: np.ndarray, first_frame: int,
+                 sampled: bool = False) -> None:
     """Shape keys rest+mean and rest+basis[k], and an action keying them: the mean at 1 and the
     tracks over frames first_frame.. (one key per frame, linear), all at 0 the frame before and
-    after. mean (V,3), basis (K,V,3), tracks (F,K), all in the mesh's units."""
+    after. mean (V,3), basis (K,V,3), tracks (F,K), all in the mesh's units. `sampled` bakes the
+    keys to F-curve samples (same values, a sixth of the size in the .blend, not editable keys)."""
     created_basis = obj.data.shape_keys is None
     if created_basis:
         obj.shape_key_add(name="Basis", from_mix=False)
@@ -168,6 +170,9 @@ def write_result(obj, name: str, mean: np.ndarray, basis: np.ndarray, tracks: np
         points.foreach_set("co", np.column_stack([frames, column]).ravel())
         points.foreach_set("interpolation", np.full(len(frames), LINEAR, dtype=np.int32))
         curve.update()
+        if sampled:
+            curve.convert_to_samples(int(frames[0]), int(frames[-1]) + 1)  # the end is exclusive
+    action.update_tag()  # else the depsgraph may keep evaluating the keys replaced by samples
 
 
 def new_fcurves(action, keys, paths: list[str]) -> list:

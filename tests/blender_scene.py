@@ -111,3 +111,15 @@ def shape_key_names(obj) -> list[str]:
 def shape_key_action(obj):
     keys = obj.data.shape_keys
     return keys.animation_data.action if keys is not None and keys.animation_data else None
+
+
+def shape_key_fcurves(obj) -> list:
+    """The F-curves of the shape keys' action (slotted actions on 4.4+, legacy before)."""
+    action = shape_key_action(obj)
+    if action is None:
+        return []
+    if not hasattr(action, "layers"):
+        return list(action.fcurves)
+    slot = obj.data.shape_keys.animation_data.action_slot
+    return [curve for layer in action.layers for strip in layer.strips
+            for curve in strip.channelbag(slot).fcurves]

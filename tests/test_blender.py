@@ -299,7 +299,7 @@ def test_worker_thread_runs_and_cancels_like_the_modal_operator(addon, scene, ex
     assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
     kind, outputs = events[-1]
     assert kind == "done"
-    addon.job.apply(bpy.context, inputs, outputs)
+    addon.job.apply(bpy.context, inputs, outputs, settings)
     assert_animation(head, expected)
 
     before = bs.vertices_at(head, checked_frames(expected))
@@ -370,6 +370,20 @@ def test_backend_killed_mid_run_then_restarted(addon, scene, expected):
     assert backend_pid(addon.session) != killed[0]  # a new backend
     assert_animation(head, expected)
     stop_backend(addon.session)
+
+
+def test_baked_samples_animate_like_keyframes(addon, scene, expected):
+    head = bpy.data.objects["Head"]
+    addon.prefs.curves = "SAMPLES"
+    try:
+        speaker_style()
+    finally:
+        addon.prefs.curves = "AUTO"
+    curves = bs.shape_key_fcurves(head)
+    assert curves and all(len(c.keyframe_points) == 0 and len(c.sampled_points) > expected.frames for c in curves)
+    assert_animation(head, expected)
+    assert not addon.job.sampled("AUTO", (expected.frames, 40))  # a short shot keeps editable keys
+    assert addon.job.sampled("AUTO", (18000, 44)) and not addon.job.sampled("KEYS", (18000, 44))
 
 
 def test_centimetre_head_gets_centimetre_motion(addon, scene, expected):
