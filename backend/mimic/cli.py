@@ -36,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("out_dir")
     c.set_defaults(run=run_convert)
 
+    e = commands.add_parser("eval", help="LVE, FDD and style-space metrics of a model on a dataset split")
+    e.add_argument("--checkpoint", required=True, help="official Mimic .pth or a converted model folder")
+    e.add_argument("--data", required=True, help="dataset root folder")
+    e.add_argument("--kind", required=True, choices=["vocaset", "biwi", "hdtf"], help="dataset layout")
+    e.add_argument("--regions", required=True, help="vertex sets: JSON {\"lips\": [...], \"upper_face\": [...]}, "
+                                                    "or CodeTalker's lve.txt (+ fdd.txt beside it) or their folder")
+    e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--style-splits", help="comma-separated splits for the style-space metrics (default: --split)")
+    e.add_argument("--out", help="folder for results.md, results.json, style_map.png (default: eval-KIND-SPLIT)")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    e.set_defaults(run=run_eval)
+
     s = commands.add_parser("serve", help="the backend process of the Blender add-on (JSON lines on stdin/stdout)")
     s.set_defaults(run=lambda args: __import__("mimic.service").service.serve())
 
@@ -99,6 +111,27 @@ def run_convert(args) -> None:
     c = model.config
     print(f"wrote {args.out_dir}: {c.vertex_count} vertices, {c.fps:g} fps, alignment {c.alignment}, "
           f"audio {c.audio_model['model_type']}", file=sys.stderr)
+
+
+def run_eval(args) -> None:
+    from .checkpoint import load_model
+    from .data import open_dataset
+    from .evaluate import evaluate, format_table, load_regions, write_report
+    from .generate import pick_device
+
+    started = time.perf_counter()
+    regions = load_regions(args.regions)
+    device = pick_device(args.device)
+    out = Path(args.out or f"eval-{args.kind}-{args.split}")
+    dataset = open_dataset(args.kind, args.data)
+    model = load_model(args.checkpoint)
+    style_splits = [s.strip() for s in args.style_splits.split(",") if s.strip()] if args.style_splits else None
+    result = evaluate(model, dataset, regions, args.split, style_splits=style_splits, device=device,
+                      progress=True, map_path=out / "style_map.png")
+    md, js = write_report(result, out)
+    print(format_table(result), end="")
+    print(f"wrote {md}, {js} and {result['style']['map']} ({time.perf_counter() - started:.1f} s on {device})",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

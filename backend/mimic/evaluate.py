@@ -1,0 +1,364 @@
+"""`mimic eval`: lip sync, upper-face dynamics and style disentanglement of a model on a dataset split.
+
+Protocol (the metric definitions are in `metrics`):
+- Each sequence of the split is predicted from its own audio by the official windowed demo loop
+  (`Generator.stream`), with the style code of *another* sequence of the same subject: the first
+  other one of that subject in the split, else the first of that subject in the train split, else
+  (a subject with one sequence and no training data) the sequence itself, flagged `self` in the
+  per-sequence results. A style code is read, as in the demo, from the last `window` (150)
+  frames of the reference's motion (its vertices minus the subject's template).
+- The prediction is resampled to the dataset's frame rate when the model's differs, and
+  prediction and ground truth are cut to the shorter of the two (CodeTalker cuts the prediction
+  to the ground truth; the model may give a frame less when the audio is a little short).
+- LVE pools the frames of all sequences; FDD is the mean over sequences, signed as in CodeTalker;
+  the mean of |FDD| over sequences is reported too, as sequences of opposite sign cancel.
+- Style space, on the sequences of `style_splits` (default: the evaluated split), each read
+  from its last `window` frames of ground-truth motion, as the model's training windows are:
+  * style ID accuracy: each sequence's subject identified from its style code as the subject
+    whose mean code over their *other* sequences is nearest (cosine), so subjects never trained
+    on count too; chance is 1 / subjects;
+  * identity leakage: a linear probe (logistic regression) fitted on mean_t(content codes) of
+    half of each subject's sequences, scored on the other half; near chance means the content
+    codes carry no identity. The same probe on the style codes is the contrast;
+  * a 2-D map of the style codes (PCA), coloured by subject, as a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics
+from .errors import MimicError
+from .frames import resample
+from .generate import Generator
+from .model import Mimic
+
+LIP_KEYS = ("lips", "lip", "mouth", "lve")
+UPPER_KEYS = ("upper_face", "upper", "fdd")
+
+
+# ----------------------------------------------------------------------------------- regions
+
+
+@dataclass
+class Regions:
+    lips: np.ndarray  # vertex indices for LVE
+    upper_face: np.ndarray | None  # vertex indices for FDD; None: FDD is not computed
+    source: str
+
+    def check(self, vertex_count: int) -> "Regions":
+        for what, idx in (("lips", self.lips), ("upper_face", self.upper_face)):
+            if idx is not None and idx.max() >= vertex_count:
+                raise MimicError(f"{self.source}: {what} index {int(idx.max())} is outside the mesh's {vertex_count} "
+                                 "vertices: is this region file for another mesh?")
+        return self
+
+
+def load_regions(path: str | Path) -> Regions:
+    """Vertex sets for the metrics, from one of:
+    - a JSON file {"lips": [...], "upper_face": [...]} ("upper_face" optional);
+    - a folder with CodeTalker's `lve.txt` (lips) and `fdd.txt` (upper face, optional), each a
+      list of indices separated by commas and/or white space;
+    - one such text file of lip indices (e.g. `lve.txt`); an `fdd.txt` beside it gives the upper face.
+    """
+    path = Path(path)
+    if path.is_dir():
+        lips_file = path / "lve.txt"
+        if not lips_file.is_file():
+            raise MimicError(f"region folder {path} has no lve.txt (the lip vertex indices)")
+        return _text_regions(lips_file)
+    if not path.is_file():
+        raise MimicError(f"region file not found: {path} (give a JSON file {{\"lips\": [...], \"upper_face\": [...]}}, "
+                         "or CodeTalker's lve.txt / its folder)")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MimicError(f"region file {path} is not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise MimicError(f"region file {path} must hold an object with \"lips\" and \"upper_face\" index lists")
+        lips = next((data[k] for k in LIP_KEYS if k in data), None)
+        if lips is None:
+            raise MimicError(f"region file {path} has no \"lips\" list (keys found: {sorted(data)[:8]})")
+        upper = next((data[k] for k in UPPER_KEYS if k in data), None)
+        return Regions(_indices(lips, f"{path} lips"),
+                       None if upper is None else _indices(upper, f"{path} upper_face"), str(path))
+    return _text_regions(path)
+
+
+def _text_regions(lips_file: Path) -> Regions:
+    upper_file = lips_file.with_name("fdd.txt")
+    upper = _read_index_text(upper_file) if upper_file.is_file() and upper_file != lips_file else None
+    return Regions(_read_index_text(lips_file), upper, str(lips_file))
+
+
+def _read_index_text(path: Path) -> np.ndarray:
+    try:
+        tokens = [t for t in re.split(r"[\s,;\[\]]+", path.read_text()) if t]
+    except (OSError, UnicodeDecodeError) as e:
+        raise MimicError(f"cannot read region file {path}: {e}") from None
+    return _indices(tokens, str(path))
+
+
+def _indices(values, what: str) -> np.ndarray:
+    try:
+        numbers = [float(v) for v in values] if isinstance(values, list) else None
+    except (TypeError, ValueError):
+        numbers = None
+    if not numbers or any(not math.isfinite(n) or n != int(n) for n in numbers):
+        raise MimicError(f"{what} must be a non-empty list of vertex indices (whole numbers)")
+    idx = np.array(numbers, dtype=np.int64)
+    if idx.min() < 0:
+        raise MimicError(f"{what} holds a negative vertex index ({idx.min()})")
+    return idx
+
+
+# ---------------------------------------------------------------------------------- predicting
+
+
+def predict_motion(generator: Generator, audio: np.ndarray, style: torch.Tensor, fps: float | None = None) -> np.ndarray:
+    """Motion (T, V, 3) for 16 kHz audio and a style code by the demo loop, at `fps` (default: the model's)."""
+    motion = np.concatenate(list(generator.stream(audio, style)), axis=0)
+    model_fps = generator.config.fps
+    if fps is not None and fps != model_fps:
+        motion = resample(motion, model_fps, fps)
+    return motion
+
+
+def transfer_lve(model: Mimic, audio: np.ndarray, style_reference_motion: np.ndarray, gt_vertices: np.ndarray,
+                 template: np.ndarray, lips, *, fps: float | None = None, device: str | torch.device = "cpu") -> float:
+    """Style-transfer error: LVE of the model's animation of `audio` in the style of
+    `style_reference_motion` ((F, V, 3) vertices minus the reference's neutral; its last `window`
+    frames are used) on `template` (V, 3), against `gt_vertices` (T, V, 3) at `fps` (default:
+    the model's). Both are cut to the shorter length."""
+    generator = Generator(model, torch.device(device))
+    code = generator.style_code(np.asarray(style_reference_motion, dtype=np.float32))
+    pred = predict_motion(generator, np.asarray(audio, dtype=np.float32), code, fps) + template
+    pred, gt = _common_length(pred, np.asarray(gt_vertices))
+    return metrics.lve(pred, gt, np.asarray(lips, dtype=np.int64))
+
+
+def _common_length(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = min(len(pred), len(gt))
+    return pred[:n], gt[:n]
+
+
+# ---------------------------------------------------------------------------------- evaluating
+
+
+def evaluate(model: Mimic, dataset, regions: Regions, split: str = "test", *, style_splits=None,
+             device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
+             map_path: str | Path | None = None) -> dict:
+    """All metrics of `model` on `dataset.splits[split]` (see the module doc for the protocol).
+
+    Returns a JSON-ready dict (summary numbers, per-sequence rows, style-space numbers) plus
+    "codes": numpy arrays of the style codes and mean content codes with their subjects, which
+    `write_report` leaves out of the JSON. With `map_path`, the style map PNG is written there.
+    """
+    config = model.config
+    sequences = list(dataset.splits.get(split) or [])
+    if not sequences:
+        raise MimicError(f"the {dataset.kind} data at {dataset.root} has no sequences in split {split!r} "
+                         f"(splits: {', '.join(f'{k} {len(v)}' for k, v in dataset.splits.items())})")
+    if dataset.vertex_count != config.vertex_count:
+        raise MimicError(f"the {dataset.kind} meshes have {dataset.vertex_count} vertices but the model animates "
+                         f"{config.vertex_count}: evaluate a model trained on this dataset's topology")
+    regions.check(config.vertex_count)
+    style_splits = [split] if style_splits is None else list(style_splits)
+    for s in style_splits:
+        if s not in dataset.splits:
+            raise MimicError(f"unknown split {s!r}; the dataset has {', '.join(dataset.splits)}")
+    generator = Generator(model, torch.device(device))
+    train = list(dataset.splits.get("train") or [])
+    references = [_reference(q, sequences, train) for q in sequences]
+
+    # Style (and content) codes of every sequence needed, each read once.
+    needed = _unique(sequences + [r for r, _ in references] +
+                     [q for s in style_splits for q in dataset.splits[s]])
+    codes = {}
+    for q in _bar(needed, progress, "encode"):
+        codes[_key(q)] = _codes(generator, dataset, q)
+
+    rows, lip_frames, fdds = [], [], []
+    for q, (ref, how) in zip(_bar(sequences, progress, "generate"), references):
+        template = dataset.template(q.subject)
+        gt = q.vertices()
+        pred = predict_motion(generator, q.audio(config.sample_rate), codes[_key(ref)][0], dataset.fps) + template
+        pred, gt = _common_length(pred, gt)
+        errors = metrics.lip_errors(pred, gt, regions.lips)
+        lip_frames.append(errors)
+        row = {"subject": q.subject, "name": q.name, "frames": len(gt), "style_reference": f"{ref.subject}/{ref.name}",
+               "reference_from": how, "lve": float(errors.mean())}
+        if regions.upper_face is not None:
+            row["fdd"] = metrics.fdd(pred - template, gt - template, regions.upper_face)
+            fdds.append(row["fdd"])
+        rows.append(row)
+    lip_frames = np.concatenate(lip_frames)
+
+    analysed = [q for s in style_splits for q in dataset.splits[s]]
+    analysed = _unique(analysed)
+    labels = [q.subject for q in analysed]
+    style = np.stack([codes[_key(q)][0].cpu().numpy() for q in analysed])
+    content = np.stack([codes[_key(q)][1] for q in analysed])
+    id_accuracy, id_scored = metrics.nearest_mean_accuracy(style, labels)
+    subjects = sorted(set(labels))
+    result = {
+        "dataset": {"kind": dataset.kind, "root": str(dataset.root), "split": split, "fps": float(dataset.fps),
+                    "sequences": len(sequences), "subjects": len({q.subject for q in sequences}),
+                    "frames": int(len(lip_frames))},
+        "model": {"fps": float(config.fps), "vertex_count": config.vertex_count, "window": config.window},
+        "regions": {"source": regions.source, "lips": int(len(regions.lips)),
+                    "upper_face": None if regions.upper_face is None else int(len(regions.upper_face))},
+        "lve": float(lip_frames.mean()),
+        "fdd": float(np.mean(fdds)) if fdds else None,
+        "fdd_abs": float(np.mean(np.abs(fdds))) if fdds else None,
+        "self_referenced": sum(how == "self" for _, how in references),
+        "style": {
+            "splits": style_splits, "sequences": len(analysed), "subjects": len(subjects),
+            "id_accuracy": _finite(id_accuracy), "id_scored": id_scored,
+            "id_chance": 1 / len(subjects),
+            "content_probe": _finite_dict(metrics.probe_accuracy(content, labels, seed)),
+            "style_probe": _finite_dict(metrics.probe_accuracy(style, labels, seed)),
+        },
+        "sequences": rows,
+        "codes": {"style": style, "content": content, "subjects": labels, "names": [q.name for q in analysed]},
+    }
+    if map_path is not None:
+        result["style"]["map"] = str(save_style_map(style, labels, map_path,
+                                                    f"Style codes, {dataset.kind} {'+'.join(style_splits)}"))
+    return result
+
+
+def _reference(q, split: list, train: list) -> tuple:
+    """The sequence whose style animates q, and where it came from: "split", "train" or "self"."""
+    for pool, how in ((split, "split"), (train, "train")):
+        for r in pool:
+            if r.subject == q.subject and _key(r) != _key(q):
+                return r, how
+    return q, "self"
+
+
+def _key(q) -> tuple:
+    return (q.subject, q.name, str(q.vertices_path))
+
+
+def _unique(sequences: list) -> list:
+    seen, out = set(), []
+    for q in sequences:
+        if _key(q) not in seen:
+            seen.add(_key(q))
+            out.append(q)
+    return out
+
+
+@torch.no_grad()
+def _codes(generator: Generator, dataset, q) -> tuple[torch.Tensor, np.ndarray]:
+    """Style code (C,) and mean content code (C,) of a sequence's last `window` frames of motion."""
+    motion = (q.vertices() - dataset.template(q.subject)).astype(np.float32)[-generator.config.window:]
+    style = generator.style_code(motion)
+    x = torch.from_numpy(motion.reshape(1, len(motion), -1)).to(generator.device)
+    content = generator.model.content_encoder(x)[0].mean(dim=0).float().cpu().numpy()
+    return style, content
+
+
+def _bar(items: list, enabled: bool, what: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=what, unit="seq", file=sys.stderr)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _finite_dict(d: dict) -> dict:
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in d.items()}
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+def save_style_map(codes: np.ndarray, labels, path: str | Path, title: str = "Style codes") -> Path:
+    """A PNG scatter of the codes on their first two principal axes, one colour per subject."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MimicError("the style map needs matplotlib: pip install 'mimic[eval]' (or matplotlib)") from None
+
+    path = Path(path)
+    points, explained = metrics.pca_2d(codes)
+    labels = np.asarray(labels)
+    subjects = sorted(set(labels.tolist()))
+    figure = Figure(figsize=(6.4, 5.2), dpi=120)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    cmap = matplotlib.colormaps["tab20" if len(subjects) > 10 else "tab10"]
+    for i, s in enumerate(subjects):
+        mask = labels == s
+        ax.scatter(points[mask, 0], points[mask, 1], s=22, color=cmap(i % cmap.N), label=s,
+                   marker="os^Dv"[(i // cmap.N) % 5], alpha=0.85, edgecolors="none")
+    ax.set_xlabel(f"PC 1 ({explained[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({explained[1]:.0%} of variance)")
+    ax.set_title(title)
+    if len(subjects) <= 30:
+        ax.legend(fontsize=6, markerscale=0.8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def format_table(result: dict) -> str:
+    """The results as Markdown: a summary table, then one row per sequence."""
+    d, st = result["dataset"], result["style"]
+    cp, sp = st["content_probe"], st["style_probe"]
+
+    def num(x, fmt="{:.4e}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    lines = [
+        f"## Mimic evaluation: {d['kind']} {d['split']} ({d['sequences']} sequences, {d['subjects']} subjects, "
+        f"{d['frames']} frames at {d['fps']:g} fps)",
+        "",
+        "| metric | value | definition |",
+        "| --- | --- | --- |",
+        f"| LVE | {num(result['lve'])} | max over {result['regions']['lips']} lip vertices of the squared L2 error, "
+        f"mean over all frames (data units squared) |",
+        f"| FDD | {num(result['fdd'])} | upper-face dynamics (std over time of the squared motion norm) of "
+        f"ground truth minus prediction, mean over sequences (CodeTalker) |",
+        f"| mean abs FDD | {num(result['fdd_abs'])} | the same, absolute value per sequence |",
+        f"| style ID accuracy | {num(st['id_accuracy'], '{:.3f}')} | nearest subject mean style code (cosine), "
+        f"leave one out, {st['id_scored']} sequences, {st['subjects']} subjects; chance {st['id_chance']:.3f} |",
+        f"| content identity probe | {num(cp['accuracy'], '{:.3f}')} | logistic regression on mean content codes, "
+        f"{cp['train']} train / {cp['test']} test sequences; chance {num(cp['chance'], '{:.3f}')} (lower is better) |",
+        f"| style identity probe | {num(sp['accuracy'], '{:.3f}')} | the same probe on style codes |",
+    ]
+    if result["self_referenced"]:
+        lines.append(f"\n{result['self_referenced']} sequence(s) had no other sequence of their subject and took "
+                     "their own style reference.")
+    lines += ["", "| subject | sequence | frames | style from | LVE | FDD |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in result["sequences"]:
+        lines.append(f"| {r['subject']} | {r['name']} | {r['frames']} | {r['style_reference']} ({r['reference_from']}) "
+                     f"| {num(r['lve'])} | {num(r.get('fdd'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    """results.md and results.json in out_dir (the JSON without the code arrays)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "results.md", out_dir / "results.json"
+    md.write_text(format_table(result))
+    js.write_text(json.dumps({k: v for k, v in result.items() if k != "codes"}, indent=1, allow_nan=False))
+    return md, js
