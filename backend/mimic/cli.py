@@ -114,13 +114,16 @@ def run_convert(args) -> None:
 
 
 def run_eval(args) -> None:
-    from .checkpoint import load_model
-    from .data import open_dataset
-    from .evaluate import evaluate, format_table, load_regions, write_report
-    from .generate import pick_device
+    from .evaluate import load_regions
 
     started = time.perf_counter()
-    regions = load_regions(args.regions)
+    regions = load_regions(args.regions)  # before the slow imports: a typo fails at once
+
+    from .checkpoint import load_model
+    from .data import open_dataset
+    from .evaluate import evaluate, format_table, write_report
+    from .generate import pick_device
+
     device = pick_device(args.device)
     out = Path(args.out or f"eval-{args.kind}-{args.split}")
     dataset = open_dataset(args.kind, args.data)

@@ -54,7 +54,7 @@ class Regions:
     upper_face: np.ndarray | None  # vertex indices for FDD; None: FDD is not computed
     source: str
 
-    def check(self, vertex_count: int) -> "Regions":
+    def check(self, vertex_count: int) -> Regions:
         for what, idx in (("lips", self.lips), ("upper_face", self.upper_face)):
             if idx is not None and idx.max() >= vertex_count:
                 raise MimicError(f"{self.source}: {what} index {int(idx.max())} is outside the mesh's {vertex_count} "
@@ -213,10 +213,10 @@ def evaluate(model: Mimic, dataset, regions: Regions, split: str = "test", *, st
     result = {
         "dataset": {"kind": dataset.kind, "root": str(dataset.root), "split": split, "fps": float(dataset.fps),
                     "sequences": len(sequences), "subjects": len({q.subject for q in sequences}),
-                    "frames": int(len(lip_frames))},
+                    "frames": len(lip_frames)},
         "model": {"fps": float(config.fps), "vertex_count": config.vertex_count, "window": config.window},
-        "regions": {"source": regions.source, "lips": int(len(regions.lips)),
-                    "upper_face": None if regions.upper_face is None else int(len(regions.upper_face))},
+        "regions": {"source": regions.source, "lips": len(regions.lips),
+                    "upper_face": None if regions.upper_face is None else len(regions.upper_face)},
         "lve": float(lip_frames.mean()),
         "fdd": float(np.mean(fdds)) if fdds else None,
         "fdd_abs": float(np.mean(np.abs(fdds))) if fdds else None,
@@ -328,20 +328,20 @@ def format_table(result: dict) -> str:
         return "n/a" if x is None else fmt.format(x)
 
     lines = [
-        f"## Mimic evaluation: {d['kind']} {d['split']} ({d['sequences']} sequences, {d['subjects']} subjects, "
-        f"{d['frames']} frames at {d['fps']:g} fps)",
+        (f"## Mimic evaluation: {d['kind']} {d['split']} ({d['sequences']} sequences, {d['subjects']} subjects, "
+         f"{d['frames']} frames at {d['fps']:g} fps)"),
         "",
         "| metric | value | definition |",
         "| --- | --- | --- |",
-        f"| LVE | {num(result['lve'])} | max over {result['regions']['lips']} lip vertices of the squared L2 error, "
-        f"mean over all frames (data units squared) |",
-        f"| FDD | {num(result['fdd'])} | upper-face dynamics (std over time of the squared motion norm) of "
-        f"ground truth minus prediction, mean over sequences (CodeTalker) |",
+        (f"| LVE | {num(result['lve'])} | max over {result['regions']['lips']} lip vertices of the squared L2 error, "
+         f"mean over all frames (data units squared) |"),
+        (f"| FDD | {num(result['fdd'])} | upper-face dynamics (std over time of the squared motion norm) of "
+         f"ground truth minus prediction, mean over sequences (CodeTalker) |"),
         f"| mean abs FDD | {num(result['fdd_abs'])} | the same, absolute value per sequence |",
-        f"| style ID accuracy | {num(st['id_accuracy'], '{:.3f}')} | nearest subject mean style code (cosine), "
-        f"leave one out, {st['id_scored']} sequences, {st['subjects']} subjects; chance {st['id_chance']:.3f} |",
-        f"| content identity probe | {num(cp['accuracy'], '{:.3f}')} | logistic regression on mean content codes, "
-        f"{cp['train']} train / {cp['test']} test sequences; chance {num(cp['chance'], '{:.3f}')} (lower is better) |",
+        (f"| style ID accuracy | {num(st['id_accuracy'], '{:.3f}')} | nearest subject mean style code (cosine), "
+         f"leave one out, {st['id_scored']} sequences, {st['subjects']} subjects; chance {st['id_chance']:.3f} |"),
+        (f"| content identity probe | {num(cp['accuracy'], '{:.3f}')} | logistic regression on mean content codes, "
+         f"{cp['train']} train / {cp['test']} test sequences; chance {num(cp['chance'], '{:.3f}')} (lower is better) |"),
         f"| style identity probe | {num(sp['accuracy'], '{:.3f}')} | the same probe on style codes |",
     ]
     if result["self_referenced"]:

@@ -109,7 +109,7 @@ def probe_accuracy(features: np.ndarray, labels, seed: int = 0, l2: float = 1e-2
     train, test = split_per_class(labels, seed)
     classes, y = np.unique(labels[train], return_inverse=True) if len(train) else (np.array([]), None)
     result = {"accuracy": float("nan"), "chance": 1 / len(classes) if len(classes) else float("nan"),
-              "classes": int(len(classes)), "train": int(len(train)), "test": int(len(test))}
+              "classes": len(classes), "train": len(train), "test": len(test)}
     if len(classes) < 2:
         return result
     mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-8
