@@ -81,16 +81,16 @@ class Generator:
         motion = torch.from_numpy(reference_motion[-self.config.window:].reshape(1, -1, self.config.motion_dim))
         return self.model.style_encoder(motion.to(self.device))[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stream(self, audio: np.ndarray, style: torch.Tensor) -> Iterator[np.ndarray]:
         """16 kHz mono audio and a style code -> motion chunks (n, V, 3), one per window, in order."""
         frames = self.frame_count(len(audio))
         if frames == 0:
             raise MimicError(f"audio is shorter than one frame ({1000 / self.config.fps:.0f} ms)")
         init_state = torch.zeros(1, self.config.motion_dim, device=self.device)
-        style = style.to(self.device)[None]
+        style, feedback = style.to(self.device)[None], self.model.decoder.feedback()
         for window, features in self._features(audio, plan_windows(frames, self.config.window, self.config.overlap)):
-            motion = self.model.decoder(features[None], style, init_state)[0]  # (n, M)
+            motion = self.model.decoder(features[None], style, init_state, feedback)[0]  # (n, M)
             init_state = motion[-self.config.overlap][None]
             yield motion[window.keep:].reshape(-1, self.config.vertex_count, 3).float().cpu().numpy()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -187,8 +188,14 @@ def periodic_positions(positions: torch.Tensor, dim: int, period: int) -> torch.
     return pe
 
 
+def style_norm(x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """SALN: LayerNorm without affine, then gamma * x + beta; film (gamma, beta) broadcasts to x."""
+    gamma, beta = film
+    return torch.addcmul(beta, gamma, F.layer_norm(x, x.shape[-1:]))
+
+
 class SALN(nn.Module):
-    """Style-adaptive layer norm: LayerNorm without affine, then gamma * x + beta from s."""
+    """Style-adaptive layer norm's (gamma, beta) from the style code s; `style_norm` applies them."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -196,12 +203,8 @@ class SALN(nn.Module):
         nn.init.constant_(self.affine.bias[:dim], 1.0)
         nn.init.constant_(self.affine.bias[dim:], 0.0)
 
-    def forward(self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        gamma, beta = film  # each (B, 1, C)
-        return gamma * F.layer_norm(x, x.shape[-1:]) + beta
-
-    def film(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, C) -> 2 x (B, 1, C)
-        return self.affine(style)[:, None].chunk(2, dim=-1)
+    def forward(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, C) -> 2 x (B, C)
+        return self.affine(style).chunk(2, dim=-1)
 
 
 class Attention(nn.Module):
@@ -214,16 +217,28 @@ class Attention(nn.Module):
         self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
 
-    def split(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, H, L, D)
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-    def project(self, x: torch.Tensor, which: int) -> torch.Tensor:  # which: 0 q, 1 k, 2 v
+    def project(self, x: torch.Tensor, first: int, count: int) -> torch.Tensor:  # (B, L, C) -> (B, L, count*C)
+        """Rows `first` to `first + count` of (q, k, v) in one matrix product."""
         dim = self.out_proj.in_features
-        w, b = self.in_proj.weight[which * dim:(which + 1) * dim], self.in_proj.bias[which * dim:(which + 1) * dim]
-        return self.split(F.linear(x, w, b))
+        rows = slice(first * dim, (first + count) * dim)
+        return F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (B, L, n*C) -> n x (B, H, L, D)
+        x = x.unflatten(-1, (-1, self.heads, self.out_proj.in_features // self.heads))  # (B, L, n, H, D)
+        return x.permute(2, 0, 3, 1, 4).unbind(0)
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, L, D) -> (B, L, C)
         return self.out_proj(x.transpose(1, 2).flatten(2))
+
+
+class Context(NamedTuple):
+    """Per-sequence work of the decoder, done once before the autoregression."""
+    memory: tuple[torch.Tensor, torch.Tensor]  # cross-attention keys and values, each (B, H, T, K, D)
+    cross_out: torch.Tensor | None  # (B, T, C) cross-attention output of each frame, when independent of its input
+    films: tuple  # (gamma, beta) of norm1, norm2, norm3, each (B, C)
+    weights: tuple  # (bias, weight.T) of self_attn.in_proj, self_attn.out_proj, ff1, ff2: for `step`
+    bias: torch.Tensor  # (B*H, T, T) self-attention bias of query frame i to key frame j
+    positions: torch.Tensor  # (T, C) positional encoding of each frame
 
 
 class Decoder(nn.Module):
@@ -232,9 +247,10 @@ class Decoder(nn.Module):
     Self-attention carries FaceFormer's periodic ALiBi bias (-slope_h * floor((i - j) / period)
     for key j <= query i, keys j > i masked); cross-attention is aligned: frame i sees only its
     own K audio/content features. Input of frame i is the motion predicted for frame i - 1
-    (frame 0 gets `init_state`). Keys and values of past frames are cached, so each step costs
-    one frame, not the whole prefix; `forward_recompute` is the official algorithm, kept to test
-    and measure against.
+    (frame 0 gets `init_state`). `forward` runs the layer one frame at a time (`step`), with keys
+    and values of past frames cached, and feeds each output back through motion_out and motion_in
+    composed into one (C, C) map; the (T, M) motion comes out of one matrix product at the end.
+    `forward_recompute` is the official algorithm, kept to test and measure against.
     """
 
     def __init__(self, config: MimicConfig):
@@ -252,65 +268,107 @@ class Decoder(nn.Module):
         self.motion_out = nn.Linear(c.feature_dim, c.motion_dim)
         nn.init.zeros_(self.motion_out.weight)
         nn.init.zeros_(self.motion_out.bias)
+        self.heads = c.decoder_heads
         self.slopes = alibi_slopes(c.decoder_heads)
 
-    def bias(self, queries: torch.Tensor, keys: int) -> torch.Tensor:  # query positions (L,) -> (H, L, keys)
-        distance = queries[:, None] - torch.arange(keys, device=queries.device)[None, :]  # (L, keys)
-        slopes = torch.tensor(self.slopes, device=queries.device)
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout in training; in eval not even called, as a cached step is only a few small ops."""
+        return self.dropout(x) if self.training else x
+
+    def bias(self, frames: int, device: torch.device) -> torch.Tensor:  # -> (H, T, T)
+        positions = torch.arange(frames, device=device)
+        distance = positions[:, None] - positions[None, :]  # (T, T)
+        slopes = torch.tensor(self.slopes, device=device)
         bias = -slopes[:, None, None] * torch.div(distance, self.period, rounding_mode="floor")
         return bias.masked_fill(distance < 0, float("-inf"))
 
-    def layer(self, x, positions, past, memory, films):
-        """x (B, L, C) at `positions` (L,); past: cached (k, v) of earlier frames or None;
-        memory: projected (k, v), each (B, H, T, K, D). Returns (B, L, C) and the new (k, v)."""
-        q, k, v = (self.self_attn.project(x, i) for i in range(3))  # (B, H, L, D)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=self.bias(positions, k.shape[2]), dropout_p=0.1 if self.training else 0.0)
-        h = self.norm1(x + self.dropout(self.self_attn.merge(attended)), films[0])
-
-        q = self.cross_attn.project(h, 0)  # (B, H, L, D)
-        mem_k, mem_v = memory[0][:, :, positions], memory[1][:, :, positions]  # (B, H, L, K, D)
-        weights = self.dropout(torch.softmax(torch.einsum("bhld,bhlkd->bhlk", q, mem_k) / math.sqrt(q.shape[-1]), dim=-1))
-        h = self.norm2(h + self.dropout(self.cross_attn.merge(torch.einsum("bhlk,bhlkd->bhld", weights, mem_v))), films[1])
-
-        h = self.norm3(h + self.dropout(self.ff2(self.dropout(F.relu(self.ff1(h))))), films[2])
-        return h, (k, v)
-
-    def prepare(self, features: torch.Tensor, style: torch.Tensor):
-        """Per-sequence work done once: projected memory and the three SALN (gamma, beta)."""
-        B, TK, _ = features.shape
+    def prepare(self, features: torch.Tensor, style: torch.Tensor) -> Context:
+        """features (B, T*K, C), style (B, C) -> what every frame of the sequence reuses."""
+        B, TK, C = features.shape
         frames = TK // self.features_per_frame
-        memory = tuple(
-            self.cross_attn.project(features, i).unflatten(2, (frames, self.features_per_frame)) for i in (1, 2))
-        films = (self.norm1.film(style), self.norm2.film(style), self.norm3.film(style))
-        return frames, memory, films
+        k, v = self.cross_attn.split(self.cross_attn.project(features, 1, 2))  # (B, H, T*K, D)
+        memory = (k.unflatten(2, (frames, -1)), v.unflatten(2, (frames, -1)))  # (B, H, T, K, D)
+        # one feature per frame and no dropout: the softmax over a single key is 1, so each frame's
+        # cross-attention output is its own projected value, whatever the query
+        cross_out = self.cross_attn.merge(v) if self.features_per_frame == 1 and not self.training else None
+        films = (self.norm1(style), self.norm2(style), self.norm3(style))
+        linears = (self.self_attn.in_proj, self.self_attn.out_proj, self.ff1, self.ff2)
+        weights = tuple((m.bias, m.weight.T) for m in linears)
+        positions = periodic_positions(torch.arange(frames, device=features.device), C, self.period)
+        bias = self.bias(frames, features.device).repeat(B, 1, 1)  # (B*H, T, T)
+        return Context(memory, cross_out, films, weights, bias, positions)
 
-    def embed(self, motion: torch.Tensor, position: int) -> torch.Tensor:  # (B, M) -> (B, 1, C)
-        pe = periodic_positions(torch.tensor([position], device=motion.device), self.motion_in.out_features, self.period)
-        return self.dropout(self.motion_in(motion)[:, None] + pe)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Heads folded into the batch: q (B*H, L, D), k and v (B*H, S, D), bias (B*H, L, S) -> (B*H, L, D)."""
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=1 / math.sqrt(q.shape[-1]))  # (B*H, L, S)
+        return torch.bmm(self.drop(torch.softmax(scores, dim=-1)), v)
 
-    def forward(self, features: torch.Tensor, style: torch.Tensor, init_state: torch.Tensor) -> torch.Tensor:
-        """features (B, T*K, C), style (B, C), init_state (B, M) -> motion (B, T, M)."""
-        frames, memory, films = self.prepare(features, style)
-        past, previous, motions = None, init_state, []
-        for i in range(frames):
-            position = torch.tensor([i], device=features.device)
-            h, past = self.layer(self.embed(previous, i), position, past, memory, films)
-            previous = self.motion_out(h[:, 0])  # (B, M)
-            motions.append(previous)
-        return torch.stack(motions, dim=1)
+    def cross(self, h: torch.Tensor, rows: slice, context: Context) -> torch.Tensor:  # (B, L, C) -> (B, L, C)
+        """Aligned cross-attention of frames `rows` to their own K features (when not precomputed)."""
+        q, = self.cross_attn.split(self.cross_attn.project(h, 0, 1))  # (B, H, L, D)
+        mem_k, mem_v = context.memory[0][:, :, rows], context.memory[1][:, :, rows]  # (B, H, L, K, D)
+        weights = self.drop(torch.softmax(torch.einsum("bhld,bhlkd->bhlk", q, mem_k) / math.sqrt(q.shape[-1]), dim=-1))
+        return self.cross_attn.merge(torch.einsum("bhlk,bhlkd->bhld", weights, mem_v))
+
+    def layer(self, x: torch.Tensor, frames: int, context: Context) -> torch.Tensor:
+        """The layer on the first `frames` frames at once: x (B, frames, C) -> (B, frames, C)."""
+        rows = slice(0, frames)
+        films = [(gamma[:, None], beta[:, None]) for gamma, beta in context.films]  # each (B, 1, C)
+        q, k, v = (t.flatten(0, 1) for t in self.self_attn.split(self.self_attn.in_proj(x)))  # (B*H, L, D)
+        attended = self.attend(q, k, v, context.bias[:, rows, rows]).unflatten(0, (x.shape[0], -1))  # (B, H, L, D)
+        h = style_norm(x + self.drop(self.self_attn.merge(attended)), films[0])
+        cross = self.cross(h, rows, context) if context.cross_out is None else context.cross_out[:, rows]
+        h = style_norm(h + self.drop(cross), films[1])
+        return style_norm(h + self.drop(self.ff2(self.drop(F.relu(self.ff1(h))))), films[2])
+
+    def step(self, x: torch.Tensor, i: int, past: tuple | None, context: Context):
+        """The layer on frame i alone, on 2-D rows: x (B, C); past: keys and values of the frames
+        before i, each (B*H, i, D), or None. Returns (B, C) and the keys and values with frame i.
+        Each op here is a few microseconds, so the weights come unpacked from `context` (module
+        calls and attribute look-ups would cost as much as the products)."""
+        B, C = x.shape
+        (qkv_b, qkv_w), (out_b, out_w), (ff1_b, ff1_w), (ff2_b, ff2_w) = context.weights
+        qkv = torch.addmm(qkv_b, x, qkv_w).view(B, 3, self.heads, 1, -1)  # (B, 3, H, 1, D)
+        q, k, v = qkv.transpose(0, 1).flatten(1, 2).unbind(0)  # (B*H, 1, D)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)  # (B*H, i + 1, D)
+        attended = self.attend(q, k, v, context.bias[:, i:i + 1, :i + 1]).view(B, C)
+        h = style_norm(x + self.drop(torch.addmm(out_b, attended, out_w)), context.films[0])
+        if context.cross_out is None:
+            cross = self.cross(h[:, None], slice(i, i + 1), context)[:, 0]
+        else:
+            cross = context.cross_out[:, i]
+        h = style_norm(h + self.drop(cross), context.films[1])
+        ff = torch.addmm(ff2_b, self.drop(F.relu(torch.addmm(ff1_b, h, ff1_w))), ff2_w)
+        return style_norm(h + self.drop(ff), context.films[2]), (k, v)
+
+    def feedback(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """motion_out then motion_in as one map, h -> h @ weight + bias, weight (C, C), bias (C,): the
+        next frame's input straight from this frame's output, without the motion in between."""
+        return self.motion_out.weight.T @ self.motion_in.weight.T, self.motion_in(self.motion_out.bias)
+
+    def forward(self, features: torch.Tensor, style: torch.Tensor, init_state: torch.Tensor,
+                feedback: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """features (B, T*K, C), style (B, C), init_state (B, M) -> motion (B, T, M). feedback:
+        `self.feedback()`, computed once by a caller that decodes many windows with the same weights."""
+        context = self.prepare(features, style)
+        weight, bias = self.feedback() if feedback is None else feedback
+        inputs = bias + context.positions  # (T, C): frame i's input less the fed-back output of frame i - 1
+        x, past, outputs = self.motion_in(init_state) + context.positions[0], None, []  # x (B, C): frame 0's input
+        for i in range(len(inputs)):
+            h, past = self.step(self.drop(x), i, past, context)  # (B, C)
+            outputs.append(h)
+            if i + 1 < len(inputs):
+                x = torch.addmm(inputs[i + 1], h, weight)  # (B, C): frame i + 1's input
+        return self.motion_out(torch.stack(outputs, dim=1))  # (B, T, M)
 
     def forward_recompute(self, features: torch.Tensor, style: torch.Tensor, init_state: torch.Tensor) -> torch.Tensor:
         """The official algorithm: every step re-runs the layer and the output map on the whole prefix."""
-        frames, memory, films = self.prepare(features, style)
+        context = self.prepare(features, style)
         inputs = [self.motion_in(init_state)[:, None]]  # (B, 1, C) per frame
-        for i in range(frames):
-            positions = torch.arange(i + 1, device=features.device)
-            x = self.dropout(torch.cat(inputs, dim=1) + periodic_positions(positions, inputs[0].shape[-1], self.period))
-            h, _ = self.layer(x, positions, None, memory, films)
-            motion = self.motion_out(h)  # (B, i + 1, M)
+        for i in range(len(context.positions)):
+            x = self.drop(torch.cat(inputs, dim=1) + context.positions[:i + 1])
+            motion = self.motion_out(self.layer(x, i + 1, context))  # (B, i + 1, M)
             inputs.append(self.motion_in(motion[:, -1])[:, None])
         return motion
 
