@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     e.set_defaults(run=run_eval)
 
+    t = commands.add_parser("train", help="train a network on a dataset (YAML config; several GPUs with torchrun)")
+    t.add_argument("--config", help="training config .yaml (every key: configs/train_vocaset.yaml)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last checkpoint (with "
+                                                      "its own config, or --config for new training settings)")
+    t.set_defaults(run=run_train)
+
     y = commands.add_parser("synth", help="write a synthetic multi-speaker dataset (VOCASET layout) with known "
                                           "speaking styles and style-transfer ground truth")
     y.add_argument("--out", required=True, help="dataset folder to create (must not exist, or be empty)")
@@ -146,6 +152,15 @@ def run_eval(args) -> None:
     print(format_table(result), end="")
     print(f"wrote {md}, {js} and {result['style']['map']} ({time.perf_counter() - started:.1f} s on {device})",
           file=sys.stderr)
+
+
+def run_train(args) -> int | None:
+    from .train import TrainingInterrupted, run
+
+    try:
+        run(args.config, args.resume)
+    except TrainingInterrupted:  # the checkpoint it saved is already reported
+        return 130
 
 
 def run_synth(args) -> None:
