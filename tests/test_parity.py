@@ -82,3 +82,11 @@ def test_batched_windows_equal_one_by_one(tiny_model, ref):
     assert_close(batched, single)
     # the first window does not depend on what follows it
     assert_close(batched[:150] + ref["template"].reshape(64, 3), ref["demo_vertices"][:150])
+
+
+def test_audio_shorter_than_the_overlap_generates(tiny_model):
+    generator = Generator(tiny_model, torch.device("cpu"))
+    style = torch.zeros(tiny_model.config.feature_dim)
+    for frames in (1, 5, 9):
+        chunks = list(generator.stream(np.zeros(frames * 640, np.float32) + 0.01, style))
+        assert sum(len(c) for c in chunks) == frames and all(np.isfinite(c).all() for c in chunks)

@@ -91,7 +91,7 @@ class Generator:
         style, feedback = style.to(self.device)[None], self.model.decoder.feedback()
         for window, features in self._features(audio, plan_windows(frames, self.config.window, self.config.overlap)):
             motion = self.model.decoder(features[None], style, init_state, feedback)[0]  # (n, M)
-            init_state = motion[-self.config.overlap][None]
+            init_state = motion[-min(self.config.overlap, len(motion))][None]  # a next window needs >= overlap
             yield motion[window.keep:].reshape(-1, self.config.vertex_count, 3).float().cpu().numpy()
 
     def _features(self, audio: np.ndarray, windows: list[Window]) -> Iterator[tuple[Window, torch.Tensor]]:
