@@ -151,12 +151,17 @@ class MIMIC_OT_capture_style(bpy.types.Operator):
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        item = scene.mimic.styles.add()
-        item.name = self.name or style.label
-        item.code, item.source, item.checkpoint = json.dumps(code), style.label, settings.checkpoint
-        scene.mimic.style_index = len(scene.mimic.styles) - 1
+        item = add_style(scene.mimic, self.name or style.label, code, style.label, settings.checkpoint)
         self.report({"INFO"}, f"Captured style '{item.name}'")
         return {"FINISHED"}
+
+
+def add_style(settings, name: str, code: list[float], source: str, checkpoint: str):
+    """A new library style, made the active one."""
+    item = settings.styles.add()
+    item.name, item.code, item.source, item.checkpoint = name, json.dumps(code), source, checkpoint
+    settings.style_index = len(settings.styles) - 1
+    return item
 
 
 class MIMIC_OT_style_remove(bpy.types.Operator):
@@ -197,10 +202,7 @@ class MIMIC_OT_style_mix(bpy.types.Operator):
         except ValueError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        item = s.styles.add()
-        item.name = f"{a.name} + {b.name} {s.mix_weight:.2f}"
-        item.code, item.source, item.checkpoint = json.dumps(code), f"mix of {a.name} and {b.name}", a.checkpoint
-        s.style_index = len(s.styles) - 1
+        add_style(s, f"{a.name} + {b.name} {s.mix_weight:.2f}", code, f"mix of {a.name} and {b.name}", a.checkpoint)
         return {"FINISHED"}
 
 
