@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup test demo bench extension clean
+.PHONY: setup test demo bench results extension clean
 
 setup: $(READY)
 
@@ -19,6 +19,10 @@ demo: $(READY)
 
 bench: $(READY)
 	$(PY) -m mimic.bench generate
+
+# docs/RESULTS.md: the ablation of the four constraints on the synthetic benchmark (about 30 min on 2 cores)
+results: $(READY)
+	$(PY) -m mimic.ablation --report docs/RESULTS.md
 
 # The extension zip for Install from Disk: dist/mimic-<version>.zip
 extension: $(READY)

@@ -21,6 +21,9 @@ Protocol (the metric definitions are in `metrics`):
     half of each subject's sequences, scored on the other half; near chance means the content
     codes carry no identity. The same probe on the style codes is the contrast;
   * a 2-D map of the style codes (PCA), coloured by subject, as a PNG.
+- Style transfer, on data written by `mimic synth` (it has transfer/manifest.json): the LVE of
+  speaker A's audio of a held-out text animated in speaker B's style against the rig's ground
+  truth, B being A, another training speaker, or a held-out one (`evaluate_transfer`).
 """
 
 from __future__ import annotations
@@ -231,6 +234,8 @@ def evaluate(model: Mimic, dataset, regions: Regions, split: str = "test", *, st
         "sequences": rows,
         "codes": {"style": style, "content": content, "subjects": labels, "names": [q.name for q in analysed]},
     }
+    if has_transfer(dataset):
+        result["transfer"] = evaluate_transfer(model, dataset, regions, device=device, progress=progress)
     if map_path is not None:
         result["style"]["map"] = str(save_style_map(style, labels, map_path,
                                                     f"Style codes, {dataset.kind} {'+'.join(style_splits)}"))
@@ -282,6 +287,82 @@ def _finite(x: float) -> float | None:
 
 def _finite_dict(d: dict) -> dict:
     return {k: _finite(v) if isinstance(v, float) else v for k, v in d.items()}
+
+
+# ------------------------------------------------------------------- style transfer (mimic synth)
+
+TRANSFER_MANIFEST = Path("transfer") / "manifest.json"
+
+
+def has_transfer(dataset) -> bool:
+    """Whether the dataset holds style-transfer ground truth (data written by `mimic synth`)."""
+    return (Path(dataset.root) / TRANSFER_MANIFEST).is_file()
+
+
+def evaluate_transfer(model: Mimic, dataset, regions: Regions, *, device: str | torch.device = "cpu",
+                      progress: bool = False) -> dict:
+    """Style-transfer error against ground truth on `mimic synth` data: for every entry of
+    transfer/manifest.json, speaker A's audio of a held-out text animated on A's template in the
+    style of speaker B (the style code of B's first listed reference), and the LVE against the
+    rig's animation of A's phones in B's style.
+
+    Groups: `own` (B is A), `seen` (B another training speaker), `heldout` (B a speaker never
+    trained on), `other` (seen + heldout). `copy_own` is the same LVE for a perfect model that
+    ignores the reference and moves in A's own style: what transferring the style is worth;
+    `still` is the LVE of the template standing still: what moving at all is worth."""
+    root = Path(dataset.root)
+    manifest = json.loads((root / TRANSFER_MANIFEST).read_text())
+    step = round(json.loads((root / "synth.json").read_text())["fps"] / dataset.fps)  # 60 fps files
+    regions.check(model.config.vertex_count)
+    generator = Generator(model, torch.device(device))
+    codes, truths, rows = {}, {}, []
+
+    def truth(entry) -> np.ndarray:
+        if entry["vertices"] not in truths:
+            truths[entry["vertices"]] = _synth_sequence(dataset, step, entry["template"], entry["wav"],
+                                                        entry["vertices"]).vertices()
+        return truths[entry["vertices"]]
+
+    own = {(e["text_id"], e["audio_speaker"]): e for e in manifest if e["style_speaker"] == e["audio_speaker"]}
+    for e in _bar(manifest, progress, "transfer"):
+        reference = e["style_references"][0]
+        if reference not in codes:
+            motion = _synth_sequence(dataset, step, e["style_speaker"], None, reference).vertices() \
+                - dataset.template(e["style_speaker"])
+            codes[reference] = generator.style_code(motion.astype(np.float32))
+        q = _synth_sequence(dataset, step, e["template"], e["wav"], e["vertices"])
+        template = dataset.template(e["template"])
+        pred, gt = _common_length(predict_motion(generator, q.audio(model.config.sample_rate), codes[reference],
+                                                 dataset.fps) + template, truth(e))
+        same = e["style_speaker"] == e["audio_speaker"]
+        rows.append({"text_id": e["text_id"], "audio_speaker": e["audio_speaker"], "style_speaker": e["style_speaker"],
+                     "style_split": e["style_split"], "style_reference": reference,
+                     "group": "own" if same else "seen" if e["style_split"] == "train" else "heldout",
+                     "frames": len(gt), "lve": metrics.lve(pred, gt, regions.lips),
+                     "still": metrics.lve(np.broadcast_to(template, gt.shape), gt, regions.lips),
+                     "copy_own": None if same or (e["text_id"], e["audio_speaker"]) not in own else
+                     metrics.lve(*_common_length(truth(own[(e["text_id"], e["audio_speaker"])]), gt), regions.lips)})
+
+    def mean(key: str, groups: tuple) -> float | None:
+        values = [r[key] for r in rows if r["group"] in groups and r[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    groups = {"own": ("own",), "seen": ("seen",), "heldout": ("heldout",), "other": ("seen", "heldout")}
+    return {"entries": len(rows),
+            "lve": {g: mean("lve", members) for g, members in groups.items()},
+            "copy_own": {g: mean("copy_own", members) for g, members in groups.items() if g != "own"},
+            "still": {g: mean("still", members) for g, members in groups.items()},
+            "rows": rows}
+
+
+def _synth_sequence(dataset, step: int, subject: str, wav: str | None, vertices: str):
+    """A Sequence of a `mimic synth` file, read at the dataset's frame rate (every step-th frame)."""
+    from .data import Sequence
+
+    root = Path(dataset.root)
+    path = root / vertices
+    return Sequence(subject, path.stem, root / wav if wav else path, path, frame_step=step,
+                    fps=dataset.fps if wav else None, vertex_count=dataset.vertex_count)
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -347,6 +428,15 @@ def format_table(result: dict) -> str:
     if result["self_referenced"]:
         lines.append(f"\n{result['self_referenced']} sequence(s) had no other sequence of their subject and took "
                      "their own style reference.")
+    if "transfer" in result:
+        tr = result["transfer"]
+        lines += ["", f"### Style transfer against the rig's ground truth ({tr['entries']} held-out texts x styles)", "",
+                  "| style of | LVE | a perfect model that keeps the audio speaker's own style | the head standing still |",
+                  "| --- | --- | --- | --- |"]
+        for group, what in (("own", "the audio's own speaker"), ("seen", "another training speaker"),
+                            ("heldout", "a held-out speaker"), ("other", "another speaker (seen + held-out)")):
+            lines.append(f"| {what} | {num(tr['lve'][group])} | {num(tr['copy_own'].get(group))} "
+                         f"| {num(tr['still'][group])} |")
     lines += ["", "| subject | sequence | frames | style from | LVE | FDD |", "| --- | --- | --- | --- | --- | --- |"]
     for r in result["sequences"]:
         lines.append(f"| {r['subject']} | {r['name']} | {r['frames']} | {r['style_reference']} ({r['reference_from']}) "

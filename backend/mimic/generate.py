@@ -79,7 +79,7 @@ class Generator:
     def style_code(self, reference_motion: np.ndarray) -> torch.Tensor:
         """(F, V, 3) motion (vertices minus neutral) -> style code (C,), from the last `window` frames."""
         motion = torch.from_numpy(reference_motion[-self.config.window:].reshape(1, -1, self.config.motion_dim))
-        return self.model.style_encoder(motion.to(self.device))[0]
+        return self.model.encode_style(motion.to(self.device))[0]
 
     @torch.inference_mode()
     def stream(self, audio: np.ndarray, style: torch.Tensor) -> Iterator[np.ndarray]:

@@ -114,7 +114,7 @@ class TrainingStep(nn.Module):
         needs_style = on - {"inverse_classifier", "content_clip"}
         cycle = on & {"style_cycle", "content_cycle"}
 
-        s = m.style_encoder(motion) if needs_style else None  # (B, C)
+        s = m.encode_style(motion) if needs_style else None  # (B, C)
         c = m.content_encoder(motion) if needs_content else None  # (B, T, C)
         a = m.audio_encoder(audio, T) if needs_audio else None  # (B, T*K, C)
         # the decoder reads K features per frame (2 for BIWI): each content code stands for K

@@ -49,6 +49,7 @@ class MimicConfig:
     window: int = 150  # frames per generation window (and style reference length)
     overlap: int = 10  # frames shared by consecutive windows
     audio_model: dict = field(default_factory=wav2vec2_base_geometry)  # transformers config of the audio backbone
+    style_input: bool = True  # False: the no-style baseline of the ablation; the decoder always sees a zero style code
 
     def __post_init__(self):
         assert self.alignment in ALIGNMENTS, f"alignment must be one of {ALIGNMENTS}, not {self.alignment!r}"
@@ -400,6 +401,13 @@ class Mimic(nn.Module):
         self.style_classifier = nn.Linear(config.feature_dim, config.num_ids)
         self.inverse_classifier = nn.Linear(config.feature_dim, config.num_ids)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_style(self, motion: torch.Tensor) -> torch.Tensor:  # (B, T, M) -> (B, C)
+        """The style code s of each motion; zeros for the no-style baseline (`style_input` False),
+        whose decoder norms then hold one learnt scale and shift for every speaker."""
+        if self.config.style_input:
+            return self.style_encoder(motion)
+        return motion.new_zeros(len(motion), self.config.feature_dim)
 
     def style_logits(self, style: torch.Tensor) -> torch.Tensor:  # (B, C) -> (B, ids)
         return self.style_classifier(style)

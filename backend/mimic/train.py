@@ -278,6 +278,10 @@ def build_config(config: TrainConfig, dataset) -> MimicConfig:
     ids = len(dataset.train_subjects)
     if section.setdefault("num_ids", ids) < ids:
         raise MimicError(f"model.num_ids is {section['num_ids']} but the data has {ids} training subjects")
+    styled = sorted({"style_classifier", "style_cycle"} & config.losses.objective().weights.keys())
+    if not section.get("style_input", True) and styled:
+        raise MimicError(f"model.style_input is false (the no-style baseline): switch off losses "
+                         f"{' and '.join(styled)}, which need a style code")
     base = MimicConfig.preset(preset).audio_model
     if config.audio_pretrained is not None:
         if overrides:
