@@ -57,7 +57,10 @@ class Steps:
     def run(self, title: str, work, *args):
         print(f"[demo] {title} ...", flush=True)
         started = time.perf_counter()
-        result = work(*args)
+        try:
+            result = work(*args)
+        except subprocess.CalledProcessError as e:
+            raise SystemExit(f"[demo] {title} failed (exit code {e.returncode}); the lines above say why") from None
         self.times.append((title, time.perf_counter() - started))
         print(f"[demo] {title}: {self.times[-1][1]:.1f} s", flush=True)
         return result

@@ -4,6 +4,8 @@
 #
 #   install/setup.sh            CPU PyTorch (what CI uses)
 #   MIMIC_TORCH=cuda install/setup.sh   CUDA build of the same PyTorch release (on a GPU machine)
+#   MIMIC_VENV=.venv-bpy-5.0 MIMIC_BPY=5.0 install/setup.sh   another Blender release for the tests
+#                                       (make test-blender-versions: 4.2 LTS to 5.0)
 #
 # Safe to re-run: each step is skipped when its result is already there.
 set -euo pipefail
@@ -51,6 +53,12 @@ install_torch() {
 install_project() {
     say "backend package and test tools"
     "$venv/bin/python" -m pip install -q -e "$root/backend[test]"
+    if [ -n "${MIMIC_BPY:-}" ]; then
+        say "bpy $MIMIC_BPY (instead of the tests' default)"
+        "$venv/bin/python" -m pip install -q "bpy==$MIMIC_BPY.*" 2>&1 | grep -v "dependency conflicts\|requires bpy" >&2 || true
+        "$venv/bin/python" -c "import bpy, sys; sys.exit(not bpy.app.version_string.startswith('$MIMIC_BPY'))" \
+            || { say "error: bpy $MIMIC_BPY did not install"; exit 1; }
+    fi
 }
 
 install_apt

@@ -47,7 +47,7 @@ def ablation_run(synth, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ablation")
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    argv = ["--config", str(config), "--data", str(synth), "--out", str(folder / "runs"), "--steps", "2",
+    argv = ["--config", str(config), "--data", str(synth), "--out", str(folder / "runs"), "--steps", "2", "--seeds", "0,1",
             "--only", "full,no-style", "--report", str(folder / "RESULTS.md"), "--device", "cpu"]
     run = subprocess.run([sys.executable, "-m", "mimic.ablation", *argv], capture_output=True, text=True,
                          timeout=600, check=False)
@@ -78,12 +78,12 @@ def test_no_style_refuses_style_losses(synth):
 def test_variant_configs_switch_the_terms():
     base = {"model": {"preset": "vocaset"}, "training": {"epochs": 3}, "losses": {"content_cycle": {"margin": 2.0}}}
     by_name = {v.name: v for v in ablation.VARIANTS}
-    full = ablation.variant_config(base, by_name["full"], Path("/d"), Path("/o"), 7)
+    full = ablation.variant_config(base, by_name["full"], Path("/d"), Path("/o"), 7, 3)
     assert full["losses"] == base["losses"] and full["training"] == {"epochs": 3, "max_steps": 7}
-    assert full["output"] == "/o/full" and full["data"]["root"] == "/d"
-    cycles = ablation.variant_config(base, by_name["no cycle losses"], Path("/d"), Path("/o"), 7)
+    assert full["output"] == "/o/seed-3/full" and full["data"]["root"] == "/d" and full["seed"] == 3
+    cycles = ablation.variant_config(base, by_name["no cycle losses"], Path("/d"), Path("/o"), 7, 3)
     assert cycles["losses"]["style_cycle"] == {"enabled": False} and cycles["losses"]["content_cycle"] == {"enabled": False}
-    none = ablation.variant_config(base, by_name["no style"], Path("/d"), Path("/o"), 7)
+    none = ablation.variant_config(base, by_name["no style"], Path("/d"), Path("/o"), 7, 3)
     assert none["model"]["style_input"] is False and all(none["losses"][t] == {"enabled": False}
                                                          for t in ablation.CONSTRAINTS)
     assert base == {"model": {"preset": "vocaset"}, "training": {"epochs": 3}, "losses": {"content_cycle": {"margin": 2.0}}}
@@ -91,7 +91,7 @@ def test_variant_configs_switch_the_terms():
 
 def test_transfer_evaluation_by_hand(synth, ablation_run):
     folder, _, _ = ablation_run
-    model = load_model(folder / "runs" / "full" / "last")
+    model = load_model(folder / "runs" / "seed-0" / "full" / "last")
     dataset = open_dataset("vocaset", synth)
     regions = load_regions(synth / "regions.json")
     result = evaluate_transfer(model, dataset, regions)
@@ -122,21 +122,28 @@ def test_ablation_report_and_rerun(ablation_run):
     folder, argv, run = ablation_run
     report = (folder / "RESULTS.md").read_text()
     assert "| full |" in report and "| no style |" in report and "| reconstruction only |" not in report
-    assert "The full model against no style" in report
-    records = {v: json.loads((folder / "runs" / v / "ablation.json").read_text()) for v in ("full", "no-style")}
-    assert records["no-style"]["config"]["model"]["style_input"] is False
+    assert "The full model against no style" in report and "| variant | seed 0 | seed 1 |" in report
+    records = {(s, v): json.loads((folder / "runs" / f"seed-{s}" / v / "ablation.json").read_text())
+               for s in (0, 1) for v in ("full", "no-style")}
+    assert all(records[(s, "no-style")]["config"]["model"]["style_input"] is False for s in (0, 1))
+    assert [records[(s, "full")]["config"]["seed"] for s in (0, 1)] == [0, 1]
+    assert records[(0, "full")]["result"]["lve"] != records[(1, "full")]["result"]["lve"]
     for record in records.values():
         transfer = record["result"]["transfer"]
         assert all(np.isfinite(x) and x > 0 for x in transfer["lve"].values())
         assert record["result"]["style"]["id_accuracy"] is not None
     # the no-style model's codes are all zero: every held-out sequence looks alike
-    assert records["no-style"]["result"]["style"]["style_probe"]["accuracy"] <= 0.5 + 1e-9
+    assert records[(0, "no-style")]["result"]["style"]["style_probe"]["accuracy"] <= 0.5 + 1e-9
     again = subprocess.run([sys.executable, "-m", "mimic.ablation", *argv], capture_output=True, text=True,
                            timeout=300, check=False)
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("done before") == 2 and "training" not in again.stderr
+    assert again.stderr.count("done before") == 4 and "training" not in again.stderr
 
 
-def test_ablation_refuses_unknown_variants(tmp_path, capsys):
-    assert ablation.main(["--only", "no-style", "--data", str(tmp_path / "x")]) == 1
-    assert "--only must name full" in capsys.readouterr().err
+@pytest.mark.parametrize("args, message", [(["--only", "no-style"], "--only must name full"),
+                                           (["--only", "full,nope"], "unknown: nope"),
+                                           (["--seeds", "a"], "--seeds must be"), (["--steps", "0"], "--steps")])
+def test_ablation_refuses_bad_arguments(tmp_path, capsys, args, message):
+    assert ablation.main([*args, "--data", str(tmp_path / "x")]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

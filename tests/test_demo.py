@@ -38,7 +38,8 @@ def heads(demo):
     scene = bpy.context.scene
     frames = range(scene.frame_start, scene.frame_end + 1)
     result = {name: vertices_at(bpy.data.objects[f"Head.{name}"], frames) for name in ("Wide", "Tight")}
-    result["references"] = {name: vertices_at(bpy.data.objects[f"Ref.{name}"], [1, 30, 60]) for name in ("Wide", "Tight")}
+    result["references"] = {name: vertices_at(bpy.data.objects[f"Ref.{name}"], range(1, 171, 3))  # 7.1 s performance
+                            for name in ("Wide", "Tight")}
     result["keys"] = {name: shape_key_names(bpy.data.objects[f"Head.{name}"]) for name in ("Wide", "Tight")}
     result["actions"] = {name: (shape_key_action(bpy.data.objects[f"Head.{name}"]).name,
                                 len(shape_key_fcurves(bpy.data.objects[f"Head.{name}"]))) for name in ("Wide", "Tight")}
@@ -80,8 +81,11 @@ def test_both_heads_carry_a_mimic_result(heads):
 
 
 def test_references_play_their_caches(heads):
-    for cache in heads["references"].values():
-        assert np.abs(cache[1] - cache[0]).max() > 2e-3 and np.abs(cache[2] - cache[0]).max() > 2e-3
+    motion = {}
+    for name, cache in heads["references"].items():
+        assert np.abs(cache - cache[0]).max() > 2e-3, name               # the cache plays
+        motion[name] = np.linalg.norm(cache - cache[0], axis=-1).mean()
+    assert motion["Wide"] > 1.5 * motion["Tight"]                        # two different performances
 
 
 def test_mouth_follows_the_speech_and_the_styles_differ(demo, heads):
@@ -95,7 +99,8 @@ def test_mouth_follows_the_speech_and_the_styles_differ(demo, heads):
     for name in ("Wide", "Tight"):
         v = heads[name]
         gap = np.linalg.norm(v[:, head.upper_edge] - v[:, head.lower_edge], axis=-1).mean(axis=1)  # (F,) m
-        assert gap[0] < 1e-3 and gap.max() > 2e-3                       # closed at rest, opens to speak
+        quiet, loud = envelope < 0.1 * envelope.max(), envelope > 0.5 * envelope.max()
+        assert gap.max() > 2e-3 and gap[quiet].mean() < 0.3 * gap[loud].mean(), name  # opens to speak, closes in pauses
         assert np.corrcoef(gap, envelope)[0, 1] > 0.5, name              # and opens when the speech is loud
         opening[name] = gap.mean()
     assert opening["Wide"] > 1.5 * opening["Tight"]                      # the wide style opens wider
