@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from . import mapping, scene_io, session
-from .scene_io import JobError
+from .client import BackendError
+from .scene_io import JobError, SoundSpan
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Inputs:
     scene_fps: float
     rest: np.ndarray  # (V, 3) target rest shape, mesh units
     factor: float  # mesh units per model unit
-    audio: np.ndarray  # 16 kHz mono
+    audio: np.ndarray | SoundSpan  # 16 kHz mono samples, or a sound for the backend to decode
     style_vertices: np.ndarray | None = None  # (F, V, 3) model units
     style_neutral: np.ndarray | None = None  # (V, 3) model units
     style_code: list[float] | None = None
@@ -145,6 +146,28 @@ def read_style_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(vertices, np.float32), np.asarray(neutral, np.float32)
 
 
+def audio_file(backend, inputs: Inputs) -> str:
+    """The strip's samples as a .npy in the session folder; decoded by the backend when Blender
+    could not (a SoundSpan)."""
+    sound = inputs.audio
+    if not isinstance(sound, SoundSpan):
+        np.save(backend.workdir / "audio.npy", sound)
+        return str(backend.workdir / "audio.npy")
+    path = sound.path
+    if sound.data is not None:
+        path = str(backend.workdir / f"packed-sound{Path(sound.name).suffix or '.wav'}")
+        Path(path).write_bytes(sound.data)
+    try:
+        return backend.request("read_audio", path=path, start=sound.start, stop=sound.stop)["audio"]
+    except BackendError as e:
+        if e.code != "bad_input":
+            raise
+        raise JobError(f"cannot read the sound of strip '{inputs.strip_name}': {e}") from None
+    finally:
+        if sound.data is not None:
+            Path(path).unlink(missing_ok=True)
+
+
 def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = None,
             cancelled: Callable[[], bool] | None = None) -> Outputs:
     backend = session.backend(settings)
@@ -152,13 +175,15 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     if len(inputs.rest) != facts["vertex_count"]:
         raise JobError(f"'{inputs.target_name}' has {len(inputs.rest)} vertices but the model animates "
                        f"{facts['vertex_count']}: use a head with the model's topology (FLAME: 5023)")
-    workdir = backend.workdir
     code = inputs.style_code
     if code is None:
         code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
-    np.save(workdir / "audio.npy", inputs.audio)
-    result = backend.request("generate", on_progress=on_progress, cancelled=cancelled, audio=str(workdir / "audio.npy"),
-                             style=code, error_bound=settings.error_bound)
+    audio = audio_file(backend, inputs)
+    try:
+        result = backend.request("generate", on_progress=on_progress, cancelled=cancelled, audio=audio, style=code,
+                                 error_bound=settings.error_bound)
+    finally:
+        Path(audio).unlink(missing_ok=True)
     try:
         mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -37,36 +38,55 @@ def strips(scene):
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
-def sound_path(strip) -> str:
+@dataclass
+class SoundSpan:
+    """A strip's sound for the backend to decode, for a Blender without its `aud` audio module (the
+    PyPI `bpy` 4.2-4.4 builds): the file, or a packed sound's bytes, and samples [start, stop)."""
+    name: str  # the file's name, for messages and its suffix
+    path: str | None
+    data: bytes | None  # a packed sound
+    start: int
+    stop: int
+
+
+def sound_source(strip) -> tuple[str, bytes | None]:
+    """(absolute path of the strip's sound, its bytes if packed into the .blend, else None)."""
     sound = strip.sound
     if sound is None:
         raise JobError(f"strip '{strip.name}' has no sound")
     path = bpy.path.abspath(sound.filepath, library=sound.library)
     if sound.packed_file is not None:
-        handle, path = tempfile.mkstemp(suffix=Path(sound.filepath).suffix or ".wav", prefix="mimic-packed-")
-        with os.fdopen(handle, "wb") as f:
-            f.write(sound.packed_file.data)
-    elif not os.path.isfile(path):
+        return path, bytes(sound.packed_file.data)
+    if not os.path.isfile(path):
         raise JobError(f"sound file of strip '{strip.name}' not found: {path}")
-    return path
+    return path, None
 
 
-def read_strip_audio(strip, scene, sample_rate: int) -> np.ndarray:
-    """The part of the strip's sound that plays, mono float32 at sample_rate."""
-    import aud
-
+def read_strip_audio(strip, scene, sample_rate: int) -> np.ndarray | SoundSpan:
+    """The part of the strip's sound that plays, mono float32 at sample_rate, decoded by Blender's
+    `aud` (all Blender plays, the sound of movie files too); a SoundSpan where there is no `aud`."""
     from .mapping import audio_span
 
-    path = sound_path(strip)
+    path, packed = sound_source(strip)
+    first, end, trim = strip_timing(strip)
+    start, stop = audio_span(trim, end - first, scene_fps(scene), sample_rate)
     try:
-        samples = np.asarray(aud.Sound(path).resample(sample_rate, False).rechannel(1).data(), dtype=np.float32)[:, 0]
+        import aud
+    except ImportError:
+        return SoundSpan(Path(path).name, None if packed else path, packed, start, stop)
+    if packed is not None:
+        handle, path = tempfile.mkstemp(suffix=Path(path).suffix or ".wav", prefix="mimic-packed-")
+        with os.fdopen(handle, "wb") as f:
+            f.write(packed)
+    sound = aud.Sound(path)
+    try:
+        sound.specs  # opens the file: an unreadable one raises here, where data() would abort Blender
+        samples = np.asarray(sound.resample(sample_rate, False).rechannel(1).data(), dtype=np.float32)[:, 0]
     except Exception as e:  # aud raises its own error types
         raise JobError(f"cannot read the sound of strip '{strip.name}' ({path}): {e}") from None
     finally:
-        if strip.sound.packed_file is not None:
+        if packed is not None:
             os.unlink(path)
-    first, end, trim = strip_timing(strip)
-    start, stop = audio_span(trim, end - first, scene_fps(scene), sample_rate)
     segment = samples[start:stop]
     if segment.size == 0:
         raise JobError(f"strip '{strip.name}' plays no audio (its sound is empty or trimmed away)")

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soundfile
+import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -26,6 +28,7 @@ from mimic_blender.client import Backend, BackendError  # noqa: E402
 TINY = ROOT / "tests" / "fixtures" / "official_tiny"
 CHECKPOINT = str(TINY / "checkpoint.pth")
 V = 64  # the tiny checkpoint's vertex count
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
 RAW_ID = 100_000  # ids for raw requests, far from the client's counter
 
 
@@ -47,7 +50,8 @@ def s(io):
         np.save(getattr(files, name), array.astype(np.float32))
     before_load = {}
     for kind, fields in [(p.GENERATE, dict(audio=files.speech, style=[0.0] * 32)),
-                         (p.ENCODE_STYLE, dict(vertices=files.reference, neutral=files.neutral))]:
+                         (p.ENCODE_STYLE, dict(vertices=files.reference, neutral=files.neutral)),
+                         (p.READ_AUDIO, dict(path=files.speech, start=0, stop=1))]:
         try:
             backend.request(kind, timeout=60, **fields)
             before_load[kind] = "answered"
@@ -106,14 +110,14 @@ def test_hello_reports_protocol_versions_and_devices(s):
     import mimic
 
     f = s.facts
-    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 1
+    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 2
     assert f["backend"] == mimic.__version__ and f["torch"] == torch.__version__
     assert "cpu" in f["devices"] and f["device"] in f["devices"]
     assert f["model"] is None  # nothing loaded at the handshake
 
 
 def test_requests_before_load_fail_with_no_model(s):
-    assert s.before_load == {p.GENERATE: p.NO_MODEL, p.ENCODE_STYLE: p.NO_MODEL}
+    assert s.before_load == {p.GENERATE: p.NO_MODEL, p.ENCODE_STYLE: p.NO_MODEL, p.READ_AUDIO: p.NO_MODEL}
 
 
 def test_load_reports_model_facts_and_hello_repeats_them(s):
@@ -210,6 +214,49 @@ def test_style_reference_with_the_wrong_vertex_count(s, io):
     np.save(path, np.zeros((10, V + 1, 3), np.float32))
     e = code_of(s.backend, p.ENCODE_STYLE, vertices=str(path), neutral=s.files.neutral)
     assert e.code == p.BAD_INPUT and f"{V + 1} vertices" in str(e) and str(V) in str(e)
+
+
+# ------------------------------------------------------------------------------------ read_audio
+
+
+def test_read_audio_cuts_a_16k_wav_exactly(s, io):
+    speech = io["speech_16k"].astype(np.float32)
+    path = s.backend.workdir / "speech.wav"
+    soundfile.write(path, speech, 16000, subtype="FLOAT")
+    reply = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, stop=40_000)
+    assert reply["samples"] == 40_000 - 1234 and Path(reply["audio"]).parent == s.backend.workdir
+    np.testing.assert_array_equal(np.load(reply["audio"]), speech[1234:40_000])
+    past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100, stop=len(speech) + 900)
+    assert past_the_end["samples"] == 100
+
+
+def test_read_audio_mixes_and_resamples_other_files(s):
+    """Real speech as a 44.1 kHz stereo FLAC (the channels at different levels) -> 16 kHz mono again."""
+    speech, rate = soundfile.read(LIBRIVOX, dtype="float64")
+    assert rate == 16000
+    high = soxr.resample(speech, 16000, 44100, quality="HQ")
+    path = s.backend.workdir / "speech.flac"
+    soundfile.write(path, np.stack([0.25 * high, 0.75 * high], axis=1), 44100, subtype="PCM_24")
+    reply = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=8000, stop=72_000)
+    back = np.load(reply["audio"])
+    assert back.dtype == np.float32 and back.shape == (64_000,)
+    error = back - 0.5 * speech[8000:72_000]
+    assert np.sqrt(np.mean(error**2)) < 0.01 * np.sqrt(np.mean((0.5 * speech[8000:72_000]) ** 2))
+
+
+def test_read_audio_refuses_what_it_cannot_cut(s, tmp_path):
+    path = tmp_path / "short.wav"
+    soundfile.write(path, np.zeros(1600, np.float32), 16000)
+    e = code_of(s.backend, p.READ_AUDIO, path=str(path), start=1600, stop=3200)
+    assert e.code == p.BAD_INPUT and "short.wav has no sound from 0.10 s on" in str(e)
+    e = code_of(s.backend, p.READ_AUDIO, path=str(tmp_path / "gone.wav"), start=0, stop=10)
+    assert e.code == p.BAD_INPUT and "gone.wav" in str(e)
+    (tmp_path / "noise.wav").write_bytes(b"RIFF not really")
+    e = code_of(s.backend, p.READ_AUDIO, path=str(tmp_path / "noise.wav"), start=0, stop=10)
+    assert e.code == p.BAD_INPUT and "cannot read audio" in str(e)
+    for start, stop in ((10, 10), (-1, 5)):
+        assert code_of(s.backend, p.READ_AUDIO, path=str(path), start=start, stop=stop).code == p.BAD_REQUEST
+    still_answers(s.backend)
 
 
 def test_unreadable_arrays_are_bad_input(s):

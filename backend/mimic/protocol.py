@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 
-VERSION = 1
+VERSION = 2  # 2: read_audio
 
 # Requests (client -> backend); every request carries a client-chosen integer "id".
 HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, model}
 LOAD = "load"  # {checkpoint, device} -> model facts (see model_facts)
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
+READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate} -> {audio: npy, samples}
 GENERATE = "generate"  # {audio: npy 16 kHz mono float32, style: [C floats], error_bound} -> compact result
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
-REQUESTS = (HELLO, LOAD, ENCODE_STYLE, GENERATE, CANCEL, SHUTDOWN)
+REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN)
 
 # Replies (backend -> client), each with the "id" of its request.
 RESULT = "result"

@@ -24,7 +24,7 @@ from . import protocol as p
 from .checkpoint import load_model
 from .compress import Subspace
 from .errors import MimicError
-from .files import check_vertices
+from .files import check_vertices, load_audio
 from .generate import Generator, pick_device
 
 log = logging.getLogger("mimic.serve")
@@ -110,7 +110,7 @@ class Service:
         if not isinstance(id_, int):
             raise p.ProtocolError(p.BAD_REQUEST, "every request needs an integer 'id'")
         handlers = {p.HELLO: self.hello, p.LOAD: self.load, p.ENCODE_STYLE: self.encode_style,
-                    p.GENERATE: self.generate, p.SHUTDOWN: lambda m: {}}
+                    p.READ_AUDIO: self.read_audio, p.GENERATE: self.generate, p.SHUTDOWN: lambda m: {}}
         if kind not in handlers:
             raise p.ProtocolError(p.BAD_REQUEST, f"unknown request type {kind!r}")
         return p.result(id_, **handlers[kind](message))
@@ -163,11 +163,31 @@ class Service:
         code = generator.style_code(vertices - neutral)
         return {"style": code.cpu().tolist(), "frames": min(len(vertices), generator.config.window)}
 
-    def generate(self, m: dict) -> dict:
-        generator = self._model()
+    def read_audio(self, m: dict) -> dict:
+        """Samples [start, stop) of a sound file at the model's rate, mono: for an add-on whose Blender
+        cannot decode audio itself."""
+        rate = self._model().config.sample_rate
+        path = p.field(m, "path", str)
+        start, stop = p.field(m, "start", int), p.field(m, "stop", int)
+        if not 0 <= start < stop:
+            raise p.ProtocolError(p.BAD_REQUEST, f"read_audio: need 0 <= start < stop; got {start}, {stop}")
+        samples = load_audio(path, rate)[start:stop]
+        if samples.size == 0:
+            raise MimicError(f"{Path(path).name} has no sound from {start / rate:.2f} s on (it is shorter than that, "
+                             "or empty)")
+        out = self._result_file(m["id"], "audio")
+        np.save(out, samples)
+        return {"audio": out, "samples": int(samples.size)}
+
+    def _result_file(self, id_: int, name: str) -> str:
         if self.workdir is None:
             raise p.ProtocolError(p.BAD_REQUEST, "send 'hello' with a workdir first")
+        return str(self.workdir / f"result-{id_}-{name}.npy")
+
+    def generate(self, m: dict) -> dict:
+        generator = self._model()
         id_ = m["id"]
+        files = {name: self._result_file(id_, name) for name in ("mean", "basis", "weights")}
         style = p.field(m, "style", list)
         if len(style) != generator.config.feature_dim:
             raise MimicError(f"a style code has {generator.config.feature_dim} numbers; got {len(style)}")
@@ -200,10 +220,8 @@ class Service:
         compact = self.subspace.compress(np.concatenate(coords), bound)
         if id_ in self.cancelled:
             raise Cancelled()
-        files = {}
-        for name in ("mean", "basis", "weights"):
-            files[name] = str(self.workdir / f"result-{id_}-{name}.npy")
-            np.save(files[name], getattr(compact, name))
+        for name, file in files.items():
+            np.save(file, getattr(compact, name))
         return {**files, "frames": done, "fps": generator.config.fps, "k": len(compact.basis),
                 "max_error": compact.max_error, "error_bound": bound}
 
