@@ -14,11 +14,14 @@ $(READY): install/setup.sh backend/pyproject.toml
 test: $(READY)
 	$(PY) -m pytest -q tests
 
-# The Blender tests again on every supported Blender release (bpy from PyPI, one venv each)
-BLENDER_VERSIONS := 4.2 4.3 4.4 5.0
+# The Blender tests again on the other supported releases (bpy from PyPI, one venv each). PyPI's
+# bpy 4.2 is built without audio: it cannot make a sound strip (it reads them from a .blend, and the
+# add-on has the backend decode their sound), so the tests cannot build their shots: extension tests only.
+BLENDER_VERSIONS := 4.3 4.4 5.0
 test-blender-versions:
+	set -e; for v in 4.2 $(BLENDER_VERSIONS); do MIMIC_VENV=$(CURDIR)/.venv-bpy-$$v MIMIC_BPY=$$v install/setup.sh; done
+	.venv-bpy-4.2/bin/python -m pytest -q tests/test_extension.py
 	set -e; for v in $(BLENDER_VERSIONS); do \
-		MIMIC_VENV=$(CURDIR)/.venv-bpy-$$v MIMIC_BPY=$$v install/setup.sh; \
 		.venv-bpy-$$v/bin/python -m pytest -q tests/test_blender.py tests/test_extension.py tests/test_demo.py; \
 	done
 

@@ -61,7 +61,7 @@ def style_from_args(args, scene) -> job.Style:
     if item is None:
         names = ", ".join(s.name for s in scene.mimic.styles) or "none"
         raise JobError(f"no style named '{args.style}' in the library (saved styles: {names})")
-    return job.Style(code=item.values)
+    return job.Style(code=properties.style_code(item))
 
 
 def blender_call(operator, verb: str, path: str) -> None:

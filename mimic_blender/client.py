@@ -61,7 +61,8 @@ class Backend:
                    PYTHONPATH=os.pathsep.join(filter(None, [str(BUNDLED_BACKEND), os.environ.get("PYTHONPATH")])))
         try:
             self.process = subprocess.Popen(
-                [self.python, "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                # absolute (the process runs in the session folder), not resolved (a venv's python is a link)
+                [os.path.abspath(self.python), "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=env, cwd=self.workdir)
         except OSError as e:  # not executable, not a program, ...
             self.stop()

@@ -31,7 +31,7 @@ def style_from_scene(scene) -> job.Style:
     if not 0 <= s.style_index < len(s.styles):
         raise JobError("the style library is empty: capture a style first")
     item = s.styles[s.style_index]
-    return job.Style(code=item.values, label=item.name)
+    return job.Style(code=properties.style_code(item), label=item.name)
 
 
 class ModalWork:
@@ -198,7 +198,7 @@ class MIMIC_OT_style_mix(bpy.types.Operator):
             self.report({"ERROR"}, "choose the style to mix with")
             return {"CANCELLED"}
         try:
-            code = mix_styles(a.values, b.values, s.mix_weight)
+            code = mix_styles(properties.style_code(a), properties.style_code(b), s.mix_weight)
         except ValueError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}

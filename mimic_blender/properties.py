@@ -28,10 +28,11 @@ class MimicStyle(bpy.types.PropertyGroup):
     code: StringProperty(description="Style code (JSON list of numbers)")
     source: StringProperty(description="Where the style was captured from")
     checkpoint: StringProperty(description="The model that encoded it (codes belong to one model)")
+    # no methods here: a registered PropertyGroup with Python functions crashes bpy 4.3 at exit
 
-    @property
-    def values(self) -> list[float]:
-        return json.loads(self.code)
+
+def style_code(style: MimicStyle) -> list[float]:
+    return json.loads(style.code)
 
 
 class MimicSceneSettings(bpy.types.PropertyGroup):

@@ -219,6 +219,11 @@ def assert_untouched(obj, rest: np.ndarray) -> None:
     assert np.array_equal(bs.vertices_at(obj, [40])[0], rest)
 
 
+def style_code(item) -> list[float]:
+    """A library style's code, as the .blend stores it."""
+    return json.loads(item.code)
+
+
 def mimic_actions() -> list[str]:
     return sorted(action.name for action in bpy.data.actions if action.get("mimic"))
 
@@ -463,7 +468,7 @@ def test_style_library_capture_use_rename_delete(addon, scene, expected):
     assert bpy.ops.mimic.capture_style(name="Calm") == {"FINISHED"}
     assert [s.name for s in settings.styles] == ["Calm"] and settings.style_index == 0
     calm = settings.styles[0]
-    assert len(calm.values) == addon.session._backend.facts["model"]["style_dim"]
+    assert len(style_code(calm)) == addon.session._backend.facts["model"]["style_dim"]
     assert calm.source == "Ref frames 1-150" and calm.checkpoint == str(CHECKPOINT)
 
     # The library style animates as the object it was captured from.
@@ -476,7 +481,7 @@ def test_style_library_capture_use_rename_delete(addon, scene, expected):
     calm.name = "Calm speech"
     assert addon.operators.style_from_scene(scene).label == "Calm speech"
     args = addon.batch.parser().parse_args(["shot.blend", "--target", "Head", "--style", "Calm speech", "--save", "x"])
-    assert addon.batch.style_from_args(args, scene).code == calm.values
+    assert addon.batch.style_from_args(args, scene).code == style_code(calm)
 
     # Delete: the active one goes, the selection stays in the list.
     settings.style_source, settings.style_object = "OBJECT", bpy.data.objects["Ref"]
@@ -503,16 +508,16 @@ def test_style_mix(addon, scene):
     assert bpy.ops.mimic.capture_style(name="Long") == {"FINISHED"}
     settings.style_end = 75
     assert bpy.ops.mimic.capture_style(name="Short") == {"FINISHED"}
-    long, short = settings.styles[0].values, settings.styles[1].values
+    long, short = style_code(settings.styles[0]), style_code(settings.styles[1])
     assert long != short
     for weight, want in [(0.0, long), (1.0, short), (0.25, [0.75 * a + 0.25 * b for a, b in zip(long, short)])]:
         settings.style_index, settings.mix_with, settings.mix_weight = 0, "Short", weight
         assert bpy.ops.mimic.style_mix() == {"FINISHED"}
         mixed = settings.styles[settings.style_index]
         assert settings.style_index == len(settings.styles) - 1
-        assert mixed.values == pytest.approx(want, rel=0, abs=1e-12) and mixed.name == f"Long + Short {weight:.2f}"
+        assert style_code(mixed) == pytest.approx(want, rel=0, abs=1e-12) and mixed.name == f"Long + Short {weight:.2f}"
         assert mixed.checkpoint == str(CHECKPOINT)
-    assert settings.styles[2].values == long and settings.styles[3].values == short  # exactly
+    assert style_code(settings.styles[2]) == long and style_code(settings.styles[3]) == short  # exactly
 
 
 BATCH_MODULE = [sys.executable, "-m", "mimic_blender.batch"]

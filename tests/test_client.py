@@ -116,6 +116,18 @@ def test_end_of_stdin_ends_the_backend(backend):
     assert backend.process is None and gone(process.pid)
 
 
+def test_an_interpreter_path_relative_to_the_working_folder(tmp_path, monkeypatch):
+    """As a batch job's `--python .venv/bin/python` gives it; the backend itself runs elsewhere."""
+    python = Path(sys.executable)
+    monkeypatch.chdir(python.parent.parent)
+    backend = Backend(f"{python.parent.name}/{python.name}")  # bin/python
+    try:
+        facts = backend.start()
+        assert facts["protocol"] == p.VERSION and backend.alive
+    finally:
+        backend.stop()
+
+
 # --------------------------------------------------------------------------------- environments
 
 
