@@ -41,7 +41,7 @@ def strips(scene):
 @dataclass
 class SoundSpan:
     """A strip's sound for the backend to decode, for a Blender without its `aud` audio module (the
-    PyPI `bpy` 4.2-4.4 builds): the file, or a packed sound's bytes, and samples [start, stop)."""
+    PyPI `bpy` 4.2 build): the file, or a packed sound's bytes, and samples [start, stop)."""
     name: str  # the file's name, for messages and its suffix
     path: str | None
     data: bytes | None  # a packed sound

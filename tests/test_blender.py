@@ -46,8 +46,8 @@ SLACK = 1e-6  # float32 arithmetic in Blender's shape-key mix
 RATE = 16000
 
 try:
-    import aud  # noqa: E402  (Blender's audio module: importable once bpy is, in the PyPI bpy from 4.5)
-except ImportError:  # the PyPI bpy 4.2-4.4: the add-on has the backend decode the strip's sound
+    import aud  # noqa: E402  (Blender's audio module: importable once bpy is)
+except ImportError:  # a bpy built without audio (PyPI's 4.2): the add-on has the backend decode the strip's sound
     aud = None
 
 
