@@ -155,7 +155,7 @@ def audio_file(backend, inputs: Inputs) -> str:
         return str(backend.workdir / "audio.npy")
     path = sound.path
     if sound.data is not None:
-        path = str(backend.workdir / f"packed-sound{Path(sound.name).suffix or '.wav'}")
+        path = str(backend.workdir / f"packed-sound{Path(sound.path).suffix or '.wav'}")
         Path(path).write_bytes(sound.data)
     try:
         return backend.request("read_audio", path=path, start=sound.start, stop=sound.stop)["audio"]

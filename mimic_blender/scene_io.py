@@ -42,8 +42,7 @@ def strips(scene):
 class SoundSpan:
     """A strip's sound for the backend to decode, for a Blender without its `aud` audio module (the
     PyPI `bpy` 4.2 build): the file, or a packed sound's bytes, and samples [start, stop)."""
-    name: str  # the file's name, for messages and its suffix
-    path: str | None
+    path: str  # the sound's file (for a packed sound, where it was: its suffix names the format)
     data: bytes | None  # a packed sound
     start: int
     stop: int
@@ -73,7 +72,7 @@ def read_strip_audio(strip, scene, sample_rate: int) -> np.ndarray | SoundSpan:
     try:
         import aud
     except ImportError:
-        return SoundSpan(Path(path).name, None if packed else path, packed, start, stop)
+        return SoundSpan(path, packed, start, stop)
     if packed is not None:
         handle, path = tempfile.mkstemp(suffix=Path(path).suffix or ".wav", prefix="mimic-packed-")
         with os.fdopen(handle, "wb") as f:
