@@ -16,9 +16,9 @@ from pathlib import Path
 
 import bpy
 
-from . import job, properties, session
-from .client import BackendError
-from .job import JobError
+from . import job, properties
+from .core import compute, session
+from .core.errors import BackendError, JobError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def run(argv: list[str]) -> int:
                                        device=args.device, python=args.python, error_bound=error_bound,
                                        curves=args.curves)
         strip = job.find_strip(scene, args.strip)
-        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=job.print_progress)
+        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=compute.print_progress)
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)
@@ -114,12 +114,12 @@ if __name__ == "__main__":
     import mimic_blender
 
     # Blender as a module crashes on exit (SIGSEGV, not our exit code) while the add-on is registered.
-    registered = not hasattr(bpy.types.Scene, "mimic")
-    if registered:
+    needs_register = not hasattr(bpy.types.Scene, "mimic")
+    if needs_register:
         mimic_blender.register()
     try:
         status = run(sys.argv[1:])
     finally:
-        if registered:
+        if needs_register:
             mimic_blender.unregister()
     sys.exit(status)

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import bpy
 
-from . import job, properties, session
-from .client import BackendError
-from .job import JobError
-from .mapping import mix_styles
-from .setup_backend import SetupError, find_python_problems, setup_backend
-from .worker import Worker
+from . import job, properties
+from .core import compute, session
+from .core.backend_source import SOURCE
+from .core.backend_source import protocol as p
+from .core.errors import BackendError, JobError, SetupError
+from .core.mapping import mix_styles
+from .core.setup_backend import find_python_problems, setup_backend
+from .core.worker import Worker
 
 FAILURES = (JobError, BackendError, SetupError)
 
@@ -61,7 +63,7 @@ class ModalWork:
             wm.mimic_running, wm.mimic_status = False, ""
             if kind == "done":
                 return self.work_done(context, payload)
-            cancelled = getattr(payload, "code", "") == "cancelled"
+            cancelled = getattr(payload, "code", "") == p.CANCELLED
             self.report({"WARNING"} if cancelled else {"ERROR"}, "Cancelled: nothing changed" if cancelled else str(payload))
             return {"CANCELLED"}
         for area in context.screen.areas if context.screen else ():
@@ -98,12 +100,12 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
         """Synchronous: background mode and scripts."""
         try:
             settings, inputs = self._prepare(context)
-            outputs = job.compute(inputs, settings, on_progress=job.print_progress)
+            outputs = compute.compute(inputs, settings, on_progress=compute.print_progress)
             job.apply(context, inputs, outputs, settings)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"INFO"}, "Mimic: " + job.summary(inputs, outputs))
+        self.report({"INFO"}, "Mimic: " + compute.summary(inputs, outputs))
         return {"FINISHED"}
 
     def invoke(self, context, event):
@@ -116,7 +118,7 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
             return {"CANCELLED"}
 
         def work(progress, cancelled):  # on the worker thread: no bpy
-            return job.compute(self.inputs, self.settings,
+            return compute.compute(self.inputs, self.settings,
                                lambda done, total, stage: progress(done / max(total, 1), f"{stage}: {done}/{total} frames"),
                                cancelled)
         return self.start_work(context, work, "Starting the backend")
@@ -127,7 +129,7 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"INFO"}, "Mimic: " + job.summary(self.inputs, outputs))
+        self.report({"INFO"}, "Mimic: " + compute.summary(self.inputs, outputs))
         return {"FINISHED"}
 
 
@@ -147,7 +149,7 @@ class MIMIC_OT_capture_style(bpy.types.Operator):
                 raise JobError("choose an object or a file as the style source to capture from")
             settings = properties.settings(context)
             vertices, neutral = job.style_arrays(context, style, settings.units)
-            code = job.encode_style(session.backend(settings), vertices, neutral)
+            code = compute.encode_style(session.backend(settings), vertices, neutral)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
@@ -246,8 +248,7 @@ class MIMIC_OT_setup_backend(ModalWork, bpy.types.Operator):
         prefs = properties.preferences(context)
         venv = Path(bpy.utils.extension_path_user(__package__, path="venv", create=True))
         torch = "cuda" if prefs is not None and prefs.cuda else "cpu"
-        source = Path(__file__).parent / "backend"
-        return lambda progress, cancelled: setup_backend(venv, source, torch, on_line=lambda line: progress(None, line))
+        return lambda progress, cancelled: setup_backend(venv, SOURCE, torch, on_line=lambda line: progress(None, line))
 
     def execute(self, context):
         """Synchronous (background mode)."""

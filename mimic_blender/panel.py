@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import job, scene_io
+from .core.errors import JobError
 
 
 class MIMIC_UL_styles(bpy.types.UIList):
@@ -32,7 +33,7 @@ class MIMIC_PT_main(bpy.types.Panel):
             strip = job.find_strip(scene, None)
             first, end, _ = scene_io.strip_timing(strip)
             box.label(text=f"Audio: {strip.name} (frames {first}-{end - 1})", icon="SOUND")
-        except job.JobError as e:
+        except JobError as e:
             box.label(text=str(e), icon="ERROR")
 
         box = layout.box()

@@ -1,23 +1,20 @@
 """Reading Blender data (strip timing and audio, meshes, evaluated animation) and writing the
-result (shape keys + one Action of keyframed weights). Thin: logic lives in mapping.py."""
+result (shape keys + one Action of keyframed weights). Thin: the logic lives in core/."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import bpy
 import numpy as np
 
+from .core.errors import JobError
+from .core.settings import Audio, SoundSpan
+from .core.sources import read_sound
+
 PREFIX = "Mimic."  # names of the shape keys a result owns
 MEAN_KEY = PREFIX + "mean"
 LINEAR = 1  # enum value of Keyframe.interpolation 'LINEAR'
-
-
-class JobError(Exception):
-    """A problem in the scene, said in words for the animator; nothing has been changed."""
 
 
 def scene_fps(scene) -> float:
@@ -38,16 +35,6 @@ def strips(scene):
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
-@dataclass
-class SoundSpan:
-    """A strip's sound for the backend to decode, for a Blender without its `aud` audio module (the
-    PyPI `bpy` 4.2 build): the file, or a packed sound's bytes, and samples [start, stop)."""
-    path: str  # the sound's file (for a packed sound, where it was: its suffix names the format)
-    data: bytes | None  # a packed sound
-    start: int
-    stop: int
-
-
 def sound_source(strip) -> tuple[str, bytes | None]:
     """(absolute path of the strip's sound, its bytes if packed into the .blend, else None)."""
     sound = strip.sound
@@ -61,35 +48,12 @@ def sound_source(strip) -> tuple[str, bytes | None]:
     return path, None
 
 
-def read_strip_audio(strip, scene, sample_rate: int) -> np.ndarray | SoundSpan:
-    """The part of the strip's sound that plays, mono float32 at sample_rate, decoded by Blender's
-    `aud` (all Blender plays, the sound of movie files too); a SoundSpan where there is no `aud`."""
-    from .mapping import audio_span
-
+def read_strip_audio(strip, scene, sample_rate: int) -> Audio | SoundSpan:
+    """The part of the strip's sound that plays (see core.sources.read_sound)."""
     path, packed = sound_source(strip)
     first, end, trim = strip_timing(strip)
-    start, stop = audio_span(trim, end - first, scene_fps(scene), sample_rate)
-    try:
-        import aud
-    except ImportError:
-        return SoundSpan(path, packed, start, stop)
-    if packed is not None:
-        handle, path = tempfile.mkstemp(suffix=Path(path).suffix or ".wav", prefix="mimic-packed-")
-        with os.fdopen(handle, "wb") as f:
-            f.write(packed)
-    sound = aud.Sound(path)
-    try:
-        sound.specs  # opens the file: an unreadable one raises here, where data() would abort Blender
-        samples = np.asarray(sound.resample(sample_rate, False).rechannel(1).data(), dtype=np.float32)[:, 0]
-    except Exception as e:  # aud raises its own error types
-        raise JobError(f"cannot read the sound of strip '{strip.name}' ({path}): {e}") from None
-    finally:
-        if packed is not None:
-            os.unlink(path)
-    segment = samples[start:stop]
-    if segment.size == 0:
-        raise JobError(f"strip '{strip.name}' plays no audio (its sound is empty or trimmed away)")
-    return segment
+    fps = scene_fps(scene)
+    return read_sound(path, packed, f"strip '{strip.name}'", trim / fps, (end - first) / fps, sample_rate)
 
 
 def rest_vertices(obj) -> np.ndarray:

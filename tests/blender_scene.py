@@ -8,9 +8,6 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")  # Debian pocketsphinx-testdata (LibriVox)
-LINE = SPEECH / "sense_and_sensibility_01_austen_64kb-0870.wav"  # 7.1 s of real speech, 16 kHz
-
 FPS = 24
 STRIP_START = 30  # where the strip's sound starts...
 TRIM_START = 7  # ...trimmed by 7 frames: the first frame heard is 37

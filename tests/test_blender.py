@@ -30,16 +30,13 @@ from types import SimpleNamespace
 # Blender config; must be set before bpy is imported.
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="mimic-test-blender-user-"))
 
+import blender_scene as bs  # noqa: E402
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile  # noqa: E402
+from paths import CHECKPOINT, IO, ROOT  # noqa: E402
 
-import blender_scene as bs  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT = ROOT / "tests" / "fixtures" / "official_tiny" / "checkpoint.pth"
-IO = ROOT / "tests" / "fixtures" / "official_tiny" / "io.npz"
 MODULE = "bl_ext.dev.mimic"
 BOUND = 1e-4  # the add-on's default error bound (0.1 mm), model units
 SLACK = 1e-6  # float32 arithmetic in Blender's shape-key mix
@@ -70,8 +67,10 @@ def addon(tmp_path_factory):
     prefs = bpy.context.preferences.addons[MODULE].preferences
     prefs.python = sys.executable
     prefs.checkpoint = str(CHECKPOINT)
-    modules = SimpleNamespace(prefs=prefs, **{name: importlib.import_module(f"{MODULE}.{name}") for name in (
-        "batch", "client", "job", "mapping", "operators", "properties", "scene_io", "session", "worker")})
+    modules = SimpleNamespace(prefs=prefs, **{name.rpartition(".")[2]: importlib.import_module(f"{MODULE}.{name}")
+                                              for name in ("batch", "job", "operators", "properties", "scene_io",
+                                                           "core.compute", "core.errors", "core.session",
+                                                           "core.settings", "core.worker")})
     assert Path(modules.job.__file__).is_relative_to(tmp)  # the built extension, not the checkout
     yield modules
     pid = backend_pid(modules.session)
@@ -311,16 +310,16 @@ def test_cancel_changes_nothing(addon, scene, expected):
     head = bpy.data.objects["Head"]
     settings = addon.properties.settings(bpy.context)
     inputs = addon.job.gather(bpy.context, head, strip(scene, "Line01"), object_style(addon), settings)
-    with pytest.raises(addon.client.BackendError) as failure:
-        addon.job.compute(inputs, settings, cancelled=lambda: True)
+    with pytest.raises(addon.errors.BackendError) as failure:
+        addon.compute.compute(inputs, settings, cancelled=lambda: True)
     assert failure.value.code == "cancelled"
     assert_untouched(head, expected.rest)
 
     # With a result in place: a cancelled run leaves it as it was.
     speaker_style()
     names, before = bs.shape_key_names(head), bs.vertices_at(head, checked_frames(expected))
-    with pytest.raises(addon.client.BackendError) as failure:
-        addon.job.compute(inputs, settings, cancelled=lambda: True)
+    with pytest.raises(addon.errors.BackendError) as failure:
+        addon.compute.compute(inputs, settings, cancelled=lambda: True)
     assert failure.value.code == "cancelled"
     assert bs.shape_key_names(head) == names and mimic_actions() == ["Mimic Line01"]
     assert np.array_equal(bs.vertices_at(head, checked_frames(expected)), before)
@@ -332,7 +331,7 @@ def test_cancel_changes_nothing(addon, scene, expected):
 def run_worker(addon, inputs, settings, on_first_progress=lambda worker: None):
     """Drive the modal operator's core by hand (timers never fire in the bpy module): compute on
     a Worker thread, polled like the modal timer polls it. Returns every event."""
-    worker = addon.worker.Worker(lambda progress, cancelled: addon.job.compute(
+    worker = addon.worker.Worker(lambda progress, cancelled: addon.compute.compute(
         inputs, settings, lambda done, total, stage: progress(done / total, stage), cancelled),
         addon.operators.FAILURES).start()
     events, deadline = [], time.monotonic() + 300
@@ -359,7 +358,7 @@ def test_worker_thread_runs_and_cancels_like_the_modal_operator(addon, scene, ex
     assert_animation(head, expected)
 
     before = bs.vertices_at(head, checked_frames(expected))
-    inputs.audio = np.tile(inputs.audio, 10)  # long enough to be cancelled mid-run
+    inputs.audio.samples = np.tile(inputs.audio.samples, 10)  # long enough to be cancelled mid-run
     events = run_worker(addon, inputs, settings, on_first_progress=lambda worker: worker.cancel.set())
     kind, failure = events[-1]
     assert kind == "failed" and failure.code == "cancelled"
@@ -406,7 +405,7 @@ def test_backend_killed_mid_run_then_restarted(addon, scene, expected):
     head = bpy.data.objects["Head"]
     settings = addon.properties.settings(bpy.context)
     inputs = addon.job.gather(bpy.context, head, strip(scene, "Line01"), object_style(addon), settings)
-    inputs.audio = np.tile(inputs.audio, 10)  # ~66 s: still working when killed
+    inputs.audio.samples = np.tile(inputs.audio.samples, 10)  # ~66 s: still working when killed
     killed, progress = [], []
 
     def kill(done, total, stage):
@@ -415,8 +414,8 @@ def test_backend_killed_mid_run_then_restarted(addon, scene, expected):
             killed.append(addon.session._backend.process.pid)
             addon.session._backend.process.kill()
 
-    with pytest.raises(addon.client.BackendError, match="the backend stopped") as failure:
-        addon.job.compute(inputs, settings, on_progress=kill)
+    with pytest.raises(addon.errors.BackendError, match="the backend stopped") as failure:
+        addon.compute.compute(inputs, settings, on_progress=kill)
     assert failure.value.code == "backend_died"
     assert killed and not serving(killed[0])
     assert progress[0][0] < progress[0][1]  # killed mid-run, not after the last frame
@@ -438,8 +437,8 @@ def test_baked_samples_animate_like_keyframes(addon, scene, expected):
     curves = bs.shape_key_fcurves(head)
     assert curves and all(len(c.keyframe_points) == 0 and len(c.sampled_points) > expected.frames for c in curves)
     assert_animation(head, expected)
-    assert not addon.job.sampled("AUTO", (expected.frames, 40))  # a short shot keeps editable keys
-    assert addon.job.sampled("AUTO", (18000, 44)) and not addon.job.sampled("KEYS", (18000, 44))
+    assert not addon.settings.sampled("AUTO", (expected.frames, 40))  # a short shot keeps editable keys
+    assert addon.settings.sampled("AUTO", (18000, 44)) and not addon.settings.sampled("KEYS", (18000, 44))
 
 
 def test_centimetre_head_gets_centimetre_motion(addon, scene, expected):

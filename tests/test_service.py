@@ -14,22 +14,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import paths
 import pytest
 import soundfile
 import soxr
+from paths import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mimic import protocol as p
+from mimic_blender.core.client import Backend
+from mimic_blender.core.errors import BackendError
 
-from mimic_blender.backend.mimic import protocol as p  # noqa: E402
-from mimic_blender.client import Backend, BackendError  # noqa: E402
-
-TINY = ROOT / "tests" / "fixtures" / "official_tiny"
-CHECKPOINT = str(TINY / "checkpoint.pth")
 V = 64  # the tiny checkpoint's vertex count
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
 RAW_ID = 100_000  # ids for raw requests, far from the client's counter
+
+CHECKPOINT = str(paths.CHECKPOINT)
 
 
 @pytest.fixture(scope="module")

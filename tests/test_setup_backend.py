@@ -4,20 +4,15 @@ the package index)."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# Loaded from its file, as the bpy-free module it is (no add-on package, no Blender).
-_spec = importlib.util.spec_from_file_location("setup_backend", ROOT / "mimic_blender" / "setup_backend.py")
-setup_backend = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(setup_backend)
+from mimic_blender.core import setup_backend
 
 
 @pytest.fixture(scope="module")

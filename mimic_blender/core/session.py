@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import atexit
 
-from .client import Backend, BackendError
+from .backend_source import protocol as p
+from .client import Backend
+from .errors import BackendError
 
 _backend: Backend | None = None
 
@@ -22,7 +24,7 @@ def backend(settings) -> Backend:
     model = _backend.facts.get("model") or {}
     if model.get("checkpoint") != settings.checkpoint or model.get("requested_device") != settings.device:
         if not settings.checkpoint:
-            raise BackendError("no_model", "no checkpoint set: choose one in the add-on's Preferences (or --checkpoint)")
+            raise BackendError(p.NO_MODEL, "no checkpoint set: choose one in the add-on's Preferences (or --checkpoint)")
         facts = _backend.request("load", checkpoint=settings.checkpoint, device=settings.device)
         _backend.facts["model"] = {**facts, "requested_device": settings.device}
     return _backend

@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+from .errors import SetupError
 
 TORCH_VERSION = "2.13.0"
 TORCH_INDEX = {"cpu": None, "cuda": "https://download.pytorch.org/whl/cu128"}
@@ -37,10 +39,6 @@ for name in sys.argv[1:]:
 """
 # A base interpreter must be new enough and able to make a venv with pip in it.
 USABLE_BASE = "import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 10))"
-
-
-class SetupError(Exception):
-    """A setup step failed; the message says which and ends with its last output lines."""
 
 
 def find_python_problems(python: str) -> list[str]:
@@ -67,7 +65,7 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
     """
     if torch not in TORCH_INDEX:
         raise ValueError(f"torch must be one of {sorted(TORCH_INDEX)}, not {torch!r}")
-    python = venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    python = venv_python(venv_dir)
     _run("create the environment", [_base_python(), "-m", "venv", str(venv_dir)], on_line)
     pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
     _run("upgrade pip", [*pip, "--upgrade", "pip"], on_line)
@@ -80,6 +78,11 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
                                  ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         _run("install the backend", [*pip, *extra_pip_args, str(source)], on_line)
     return python
+
+
+def venv_python(venv_dir: Path, platform: str = os.name) -> Path:
+    """A venv's interpreter: Scripts\\python.exe on Windows, bin/python elsewhere."""
+    return venv_dir / ("Scripts/python.exe" if platform == "nt" else "bin/python")
 
 
 def _base_python() -> str:

@@ -1,0 +1,81 @@
+"""The middle of a job, without bpy: the gathered inputs go to the backend, its compact result
+comes back as shape-key offsets and weight tracks in the target's units and scene frames. Runs on
+a worker thread behind the button, synchronously in batch jobs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import mapping, session
+from .backend_source import protocol as p
+from .errors import BackendError, JobError
+from .settings import Audio, Inputs, Outputs, Settings
+
+
+def encode_style(backend, vertices: np.ndarray, neutral: np.ndarray) -> list[float]:
+    np.save(backend.workdir / "style-vertices.npy", vertices)
+    np.save(backend.workdir / "style-neutral.npy", neutral)
+    return backend.request(p.ENCODE_STYLE, vertices=str(backend.workdir / "style-vertices.npy"),
+                           neutral=str(backend.workdir / "style-neutral.npy"))["style"]
+
+
+def audio_file(backend, inputs: Inputs) -> str:
+    """The strip's samples as a .npy in the session folder; decoded by the backend when Blender
+    could not (a SoundSpan)."""
+    sound = inputs.audio
+    if isinstance(sound, Audio):
+        np.save(backend.workdir / "audio.npy", sound.samples)
+        return str(backend.workdir / "audio.npy")
+    path = sound.path
+    if sound.data is not None:
+        path = str(backend.workdir / f"packed-sound{Path(sound.path).suffix or '.wav'}")
+        Path(path).write_bytes(sound.data)
+    try:
+        return backend.request(p.READ_AUDIO, path=path, start=sound.start, stop=sound.stop)["audio"]
+    except BackendError as e:
+        if e.code != p.BAD_INPUT:
+            raise
+        raise JobError(f"cannot read the sound of strip '{inputs.strip_name}': {e}") from None
+    finally:
+        if sound.data is not None:
+            Path(path).unlink(missing_ok=True)
+
+
+def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = None,
+            cancelled: Callable[[], bool] | None = None) -> Outputs:
+    backend = session.backend(settings)
+    facts = backend.facts["model"]
+    if len(inputs.rest) != facts["vertex_count"]:
+        raise JobError(f"'{inputs.target_name}' has {len(inputs.rest)} vertices but the model animates "
+                       f"{facts['vertex_count']}: use a head with the model's topology (FLAME: 5023)")
+    code = inputs.style_code
+    if code is None:
+        code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
+    audio = audio_file(backend, inputs)
+    try:
+        result = backend.request(p.GENERATE, on_progress=on_progress, cancelled=cancelled, audio=audio, style=code,
+                                 error_bound=settings.error_bound)
+    finally:
+        Path(audio).unlink(missing_ok=True)
+    try:
+        mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
+    finally:
+        for name in ("mean", "basis", "weights"):
+            Path(result[name]).unlink(missing_ok=True)
+    basis, tracks = mapping.unit_tracks(basis * inputs.factor,
+                                        mapping.tracks_at_scene_frames(weights, result["fps"], inputs.scene_fps,
+                                                                       inputs.frames))
+    return Outputs(mean * inputs.factor, basis, tracks, result["max_error"], code)
+
+
+def print_progress(done: int, total: int, stage: str) -> None:
+    print(f"mimic: {stage} {done}/{total} frames", file=sys.stderr, flush=True)
+
+
+def summary(inputs: Inputs, outputs: Outputs) -> str:
+    return (f"{inputs.frames} frames on '{inputs.target_name}' from '{inputs.strip_name}': {len(outputs.basis)} shapes, "
+            f"largest vertex error {outputs.max_error * 1e6:.1f} µm (model units)")
