@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup test test-blender-versions demo bench results extension clean
+.PHONY: setup check test lint test-blender-versions demo bench results extension clean
 
 setup: $(READY)
 
@@ -11,8 +11,16 @@ $(READY): install/setup.sh backend/pyproject.toml
 	install/setup.sh
 	touch $@
 
+# Every edit: the tests that run in under a minute on 2 cores (no render, training, setup or Blender subprocesses).
+check: $(READY)
+	$(PY) -m pytest -q -m "not slow and not gui"
+
+# The whole suite, as CI runs it.
 test: $(READY)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
+
+lint: $(READY)
+	$(VENV)/bin/ruff check .
 
 # The Blender tests again on the other supported releases (bpy from PyPI, one venv each). PyPI's
 # bpy 4.2 is built without audio: it cannot make a sound strip (it reads them from a .blend, and the

@@ -18,6 +18,8 @@ from paths import ROOT
 from mimic.ablation import SYNTH
 from mimic.synth.head import build_head
 
+pytestmark = pytest.mark.slow  # renders
+
 FPS = 24
 
 

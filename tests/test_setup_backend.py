@@ -7,19 +7,26 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-from paths import ROOT
 
 from mimic_blender.core import setup_backend
+from paths import ROOT
+
+VERSION = tomllib.loads((ROOT / "blender_manifest.toml").read_text())["version"]
+
+pytestmark = pytest.mark.slow  # makes a venv from the package index
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> tuple[Path, Path, list[str], Path]:
     """(venv dir, its python, every line the setup streamed, the backend source it installed)"""
     base = tmp_path_factory.mktemp("backend")
-    source = shutil.copytree(ROOT / "backend", base / "source", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    source = shutil.copytree(ROOT / "backend", base / "extension" / "backend",
+                             ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build"))
+    shutil.copy2(ROOT / "blender_manifest.toml", base / "extension")
     lines: list[str] = []
     python = setup_backend.setup_backend(base / "venv", source, "cpu", on_line=lines.append)
     return base / "venv", python, lines, source
@@ -48,12 +55,12 @@ def test_setup_makes_a_working_backend_environment(made):
     steps = [line.split("] ")[0] + "]" for line in lines if line.startswith("[")]
     assert steps == ["[create the environment]", "[upgrade pip]", "[install PyTorch 2.13.0 (cpu)]",
                      "[install the backend]"]
-    assert any(line.startswith("Successfully installed") and "mimic-0.1.0" in line for line in lines)
+    assert any(line.startswith("Successfully installed") and f"mimic-{VERSION}" in line for line in lines)
     assert setup_backend.find_python_problems(str(python)) == []
     where = subprocess.run([str(python), "-c", "import mimic.protocol; print(mimic.protocol.__file__)"],
                            capture_output=True, text=True, cwd=venv, check=True).stdout.strip()
     assert Path(where).is_relative_to(venv)  # installed into the venv, not linked to the source
-    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml"]  # built from a copy
+    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml", "setup.py"]  # built from a copy
 
 
 def test_failed_step_raises_with_its_last_output(made, tmp_path):

@@ -25,8 +25,8 @@ TAIL_LINES = 15
 # Runs in the interpreter under test, so it must stay valid Python 3 of any version: no f-strings.
 CHECK = """
 import importlib, sys
-if sys.version_info < (3, 10):
-    print("Python %d.%d is too old: the backend needs 3.10 or newer" % sys.version_info[:2])
+if sys.version_info < (3, 11):
+    print("Python %d.%d is too old: the backend needs 3.11 or newer" % sys.version_info[:2])
     sys.exit()
 for name in sys.argv[1:]:
     try:
@@ -38,7 +38,7 @@ for name in sys.argv[1:]:
             print("package '%s' does not import: %s" % (name, error))
 """
 # A base interpreter must be new enough and able to make a venv with pip in it.
-USABLE_BASE = "import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 10))"
+USABLE_BASE = "import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))"
 
 
 def find_python_problems(python: str) -> list[str]:
@@ -73,9 +73,13 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
     _run(f"install PyTorch {TORCH_VERSION} ({torch})",
          [*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])], on_line)
     with tempfile.TemporaryDirectory(prefix="mimic-backend-src-") as tmp:
-        # pip builds a local project in place: build from a copy, so the extension folder stays clean.
+        # pip builds a local project in place: build from a copy, so the extension folder stays clean;
+        # the manifest beside it holds the version.
         source = shutil.copytree(backend_src, Path(tmp) / "backend",
                                  ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        manifest = backend_src.parent / "blender_manifest.toml"
+        if manifest.is_file():
+            shutil.copy2(manifest, tmp)
         _run("install the backend", [*pip, *extra_pip_args, str(source)], on_line)
     return python
 
@@ -91,7 +95,7 @@ def _base_python() -> str:
     for candidate in candidates:
         if subprocess.run([candidate, "-c", USABLE_BASE], capture_output=True, env=_clean_env()).returncode == 0:
             return candidate
-    raise SetupError(f"no Python 3.10+ able to make a virtual environment was found (tried {', '.join(candidates)}). "
+    raise SetupError(f"no Python 3.11+ able to make a virtual environment was found (tried {', '.join(candidates)}). "
                      "Install Python 3.11, or point the add-on's Preferences at an existing environment")
 
 
