@@ -51,14 +51,14 @@ def find_strip(scene, name: str | None):
     raise JobError("select one sound strip in the Video Sequencer (the dialogue to animate)")
 
 
-def gather(context, target, strip, style: Style, settings: Settings, sample_rate: int = 16000) -> Inputs:
+def gather(context, target, strip, style: Style, settings: Settings, model_rate: int = 16000) -> Inputs:
     if target is None or target.type != "MESH":
         raise JobError("the target must be a mesh object (select the head)")
     scene = context.scene
     first, end, _ = scene_io.strip_timing(strip)
     rest = scene_io.rest_vertices(target)
     inputs = Inputs(target.name, strip.name, first, end - first, scene_io.scene_fps(scene), rest,
-                    mapping.unit_factor(rest, settings.units), scene_io.read_strip_audio(strip, scene, sample_rate))
+                    mapping.unit_factor(rest, settings.units), scene_io.read_strip_audio(strip, scene, model_rate))
     if style.code is not None:
         inputs.style_code = list(style.code)
     else:

@@ -48,12 +48,12 @@ def sound_source(strip) -> tuple[str, bytes | None]:
     return path, None
 
 
-def read_strip_audio(strip, scene, sample_rate: int) -> Audio | SoundSpan:
+def read_strip_audio(strip, scene, model_rate: int) -> Audio | SoundSpan:
     """The part of the strip's sound that plays (see core.sources.read_sound)."""
     path, packed = sound_source(strip)
     first, end, trim = strip_timing(strip)
     fps = scene_fps(scene)
-    return read_sound(path, packed, f"strip '{strip.name}'", trim / fps, (end - first) / fps, sample_rate)
+    return read_sound(path, packed, f"strip '{strip.name}'", trim / fps, (end - first) / fps, model_rate)
 
 
 def rest_vertices(obj) -> np.ndarray:

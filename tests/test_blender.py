@@ -35,6 +35,7 @@ import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile  # noqa: E402
+import soxr  # noqa: E402
 from paths import CHECKPOINT, IO, LINE, ROOT  # noqa: E402
 
 MODULE = "bl_ext.dev.mimic"
@@ -131,14 +132,20 @@ def expected(shot, tmp_path_factory) -> Expected:
     soundfile.write(folder / "speech.wav", samples[start:start + round(frames / bs.FPS * RATE)], RATE, subtype="FLOAT")
     np.save(folder / "style.npy", style)
     np.save(folder / "template.npy", rest)
-    done = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", str(CHECKPOINT),
-                           "--audio", str(folder / "speech.wav"), "--style", str(folder / "style.npy"),
-                           "--template", str(folder / "template.npy"), "--out", str(folder / "out.npy"),
-                           "--fps", str(bs.FPS)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    vertices = np.load(folder / "out.npy")
+    vertices = mimic_generate(folder, folder / "speech.wav")
     assert frames - 1 <= len(vertices) <= frames
     return Expected(bs.FIRST_FRAME, frames, vertices, rest, style, folder)
+
+
+def mimic_generate(folder: Path, audio: Path) -> np.ndarray:
+    """`mimic generate --fps 24` of `audio` with folder's style.npy and template.npy: (T, V, 3)."""
+    out = audio.with_suffix(".npy")
+    done = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", str(CHECKPOINT),
+                           "--audio", str(audio), "--style", str(folder / "style.npy"),
+                           "--template", str(folder / "template.npy"), "--out", str(out),
+                           "--fps", str(bs.FPS)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return np.load(out)
 
 
 @pytest.fixture
@@ -263,7 +270,7 @@ def decoder(request, monkeypatch) -> str:
 def test_aud_reads_the_line_as_soundfile_does():
     if aud is None:
         pytest.skip("this bpy has no aud module")
-    by_aud = aud.Sound(str(LINE)).resample(RATE, False).rechannel(1).data()[:, 0]
+    by_aud = aud.Sound(str(LINE)).rechannel(1).data()[:, 0]
     by_soundfile, _ = soundfile.read(LINE, dtype="float32")
     assert by_aud.shape == by_soundfile.shape and np.abs(by_aud - by_soundfile).max() < 1e-4
 
@@ -283,6 +290,31 @@ def test_either_decoder_gives_the_same_animation(addon, scene, expected, shot, d
             on_disk.with_suffix(".away").rename(on_disk)
     assert_animation(head, expected)
     assert not [f.name for f in addon.session._backend.workdir.iterdir() if "sound" in f.name or "audio" in f.name]
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_a_recording_at_any_rate_animates_as_mimic_generate_reads_the_file(addon, scene, expected, tmp_path, rate):
+    """The strip (trimmed, starting at frame 30) plays a recording at `rate`: the add-on reads it at that
+    rate and the backend resamples it as `mimic generate` resamples a file, so they agree at every frame."""
+    if aud is None:
+        pytest.skip("this bpy has no aud module")
+    speech, line_rate = soundfile.read(LINE, dtype="float32")
+    recording = tmp_path / f"line-{rate}.wav"
+    soundfile.write(recording, soxr.resample(speech, line_rate, rate), rate, subtype="FLOAT")
+    line = strip(scene, "Line01")
+    line.sound = bpy.data.sounds.load(str(recording))
+    assert (line.frame_final_start, line.frame_final_end - line.frame_final_start) == (expected.first, expected.frames)
+    speaker_style()
+
+    samples, _ = soundfile.read(recording, dtype="float32")
+    start = round(bs.TRIM_START / bs.FPS * rate)
+    played = tmp_path / "played.wav"  # what the strip plays, as a file at its own rate
+    soundfile.write(played, samples[start:start + round(expected.frames / bs.FPS * rate)], rate, subtype="FLOAT")
+    want = mimic_generate(expected.folder, played)
+    got = bs.vertices_at(bpy.data.objects["Head"], range(expected.first, expected.first + len(want)))
+    error = np.linalg.norm(got - want, axis=-1).max()
+    assert error <= BOUND + SLACK, f"{error:.3g} from mimic generate on the file"
+    assert np.abs(got - expected.rest).max() > 10 * BOUND  # it moves
 
 
 def test_unreadable_sound_is_reported(addon, scene, expected, decoder, tmp_path):

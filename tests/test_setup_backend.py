@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from paths import ROOT
 
 from mimic_blender.core import setup_backend
-from paths import ROOT
 
 VERSION = tomllib.loads((ROOT / "blender_manifest.toml").read_text())["version"]
 

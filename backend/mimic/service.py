@@ -24,7 +24,7 @@ from . import protocol as p
 from .checkpoint import load_model
 from .compress import Subspace
 from .errors import MimicError
-from .files import check_vertices, load_audio
+from .files import check_vertices, load_audio, resample
 from .generate import Generator, pick_device
 
 log = logging.getLogger("mimic.serve")
@@ -205,6 +205,10 @@ class Service:
         audio = audio.astype(np.float32).reshape(-1)
         if not np.isfinite(audio).all():
             raise MimicError("the audio contains NaN or infinite samples")
+        rate = m.get("sample_rate", generator.config.sample_rate)
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+            raise p.ProtocolError(p.BAD_REQUEST, f"generate: field 'sample_rate' must be a positive integer; got {rate!r}")
+        audio = resample(audio, rate, generator.config.sample_rate)
         total = generator.frame_count(len(audio))
         if total == 0:
             raise MimicError(f"the audio is shorter than one frame ({1000 / generator.config.fps:.0f} ms)")

@@ -23,19 +23,20 @@ def encode_style(backend, vertices: np.ndarray, neutral: np.ndarray) -> list[flo
                            neutral=str(backend.workdir / "style-neutral.npy"))["style"]
 
 
-def audio_file(backend, inputs: Inputs) -> str:
-    """The strip's samples as a .npy in the session folder; decoded by the backend when Blender
-    could not (a SoundSpan)."""
+def audio_file(backend, inputs: Inputs) -> tuple[str, int]:
+    """(a .npy in the session folder of the strip's samples, their rate); decoded by the backend when
+    Blender could not (a SoundSpan)."""
     sound = inputs.audio
     if isinstance(sound, Audio):
         np.save(backend.workdir / "audio.npy", sound.samples)
-        return str(backend.workdir / "audio.npy")
+        return str(backend.workdir / "audio.npy"), sound.sample_rate
     path = sound.path
     if sound.data is not None:
         path = str(backend.workdir / f"packed-sound{Path(sound.path).suffix or '.wav'}")
         Path(path).write_bytes(sound.data)
     try:
-        return backend.request(p.READ_AUDIO, path=path, start=sound.start, stop=sound.stop)["audio"]
+        audio = backend.request(p.READ_AUDIO, path=path, start=sound.start, stop=sound.stop)["audio"]
+        return audio, backend.facts["model"]["sample_rate"]
     except BackendError as e:
         if e.code != p.BAD_INPUT:
             raise
@@ -55,10 +56,10 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     code = inputs.style_code
     if code is None:
         code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
-    audio = audio_file(backend, inputs)
+    audio, rate = audio_file(backend, inputs)
     try:
-        result = backend.request(p.GENERATE, on_progress=on_progress, cancelled=cancelled, audio=audio, style=code,
-                                 error_bound=settings.error_bound)
+        result = backend.request(p.GENERATE, on_progress=on_progress, cancelled=cancelled, audio=audio,
+                                 sample_rate=rate, style=code, error_bound=settings.error_bound)
     finally:
         Path(audio).unlink(missing_ok=True)
     try:
