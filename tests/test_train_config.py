@@ -53,6 +53,7 @@ BAD = {
     "wrong int": ({"training": {"batch_size": "six"}}, r"training.batch_size must be a whole number, not str 'six'"),
     "float is no int": ({"training": {"epochs": 2.5}}, r"training.epochs must be a whole number, not float 2.5"),
     "bool is no int": ({"seed": True}, r"seed must be a whole number, not bool True"),
+    "negative seed": ({"seed": -1}, r"seed must be at least 0, not int -1"),
     "wrong float": ({"training": {"lr": "fast"}}, r"training.lr must be a number, not str 'fast'"),
     "infinite float": ({"training": {"lr": float("inf")}}, r"training.lr must be a finite number, not float inf"),
     "wrong bool": ({"losses": {"content_clip": {"enabled": "no"}}}, r"losses.content_clip.enabled must be true or false"),

@@ -138,7 +138,11 @@ class MotionEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames."""
+    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames.
+
+    It runs the backbone in parts, to align between them, so it uses transformers internals (the
+    sub-modules, `_mask_hidden_states`, `_freeze_parameters`): backend/pyproject.toml pins the
+    range that has them, tests/test_transformers_api.py checks them."""
 
     def __init__(self, config: MimicConfig):
         super().__init__()

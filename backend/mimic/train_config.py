@@ -44,6 +44,7 @@ def _pair(value):
 
 Number = Annotated[float, BeforeValidator(_text_number)]
 Count = Annotated[int, Field(ge=1)]
+Whole = Annotated[int, Field(ge=0)]
 AbsolutePath = Annotated[str, AfterValidator(lambda p: str(Path(p).expanduser().resolve()))]  # made absolute
 
 
@@ -55,7 +56,7 @@ class DataSection(Section):
     kind: str  # dataset layout, as mimic.data.open_dataset knows it (vocaset, biwi, hdtf)
     root: AbsolutePath  # the dataset's folder
     options: dict = {}  # passed on to open_dataset
-    num_workers: Annotated[int, Field(ge=0)] = 0  # background processes loading windows (0: in the training process)
+    num_workers: Whole = 0  # background processes loading windows (0: in the training process)
 
 
 class TrainingSection(Section):
@@ -142,7 +143,7 @@ ModelSection = _model_section()
 class TrainConfig(Section):
     output: AbsolutePath  # the run folder
     data: DataSection
-    seed: int = 0
+    seed: Whole = 0
     model: ModelSection = ModelSection()  # preset + MimicConfig overrides; audio_model: transformers config overrides
     audio_pretrained: AbsolutePath | None = None  # local Hugging Face folder with the audio backbone's pretrained weights
     training: TrainingSection = TrainingSection()
