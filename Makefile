@@ -7,7 +7,7 @@ READY := $(VENV)/.ready
 
 setup: $(READY)
 
-$(READY): install/setup.sh backend/pyproject.toml
+$(READY): install/setup.sh backend/pyproject.toml backend/torch.json
 	install/setup.sh
 	touch $@
 

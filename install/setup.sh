@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MIMIC_VENV:-$root/.venv}"
 python="${PYTHON:-python3.11}"
 # The PyTorch release and its CUDA package index, shared with the add-on's Set up Backend.
-torch_pin() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$root/install/torch.json" "$1"; }
+torch_pin() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$root/backend/torch.json" "$1"; }
 torch_version="$(torch_pin version)"
 torch_cuda_index="$(torch_pin cuda_index)"
 apt_packages=(pocketsphinx-testdata espeak-ng ffmpeg)

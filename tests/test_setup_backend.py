@@ -53,7 +53,7 @@ def test_setup_makes_a_working_backend_environment(made):
     venv, python, lines, source = made
     assert python == venv / "bin" / "python" and python.is_file()
     steps = [line.split("] ")[0] + "]" for line in lines if line.startswith("[")]
-    assert steps == ["[create the environment]", "[upgrade pip]", "[install PyTorch 2.13.0 (cpu)]",
+    assert steps == ["[create the environment]", "[upgrade pip]", f"[install PyTorch {setup_backend.TORCH_VERSION} (cpu)]",
                      "[install the backend]"]
     assert any(line.startswith("Successfully installed") and f"mimic-{VERSION}" in line for line in lines)
     assert setup_backend.find_python_problems(str(python)) == []
@@ -73,7 +73,7 @@ def test_failed_step_raises_with_its_last_output(made, tmp_path):
     message = str(failure.value)
     assert message.startswith("could not install the backend (exit code 1). Last output:")
     assert lines[-1] in message  # the tail of the streamed output ends the message
-    assert "Requirement already satisfied: torch==2.13.0" in "\n".join(lines)  # re-running reuses the venv
+    assert f"Requirement already satisfied: torch=={setup_backend.TORCH_VERSION}" in "\n".join(lines)  # re-running reuses the venv
 
 
 def test_unknown_torch_flavour_is_refused_before_any_work(tmp_path):

@@ -7,6 +7,7 @@ No bpy here: plain subprocesses, tested with plain Python. Every line the tools 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -15,10 +16,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .backend_source import SOURCE
 from .errors import SetupError
 
-TORCH_VERSION = "2.13.0"
-TORCH_INDEX = {"cpu": None, "cuda": "https://download.pytorch.org/whl/cu128"}
+_PIN = json.loads((SOURCE / "torch.json").read_text())  # the one torch pin, install/setup.sh reads it too
+TORCH_VERSION = _PIN["version"]
+TORCH_INDEX = {"cpu": None, "cuda": _PIN["cuda_index"]}
 PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors")
 TAIL_LINES = 15
 
