@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import character as ch
 from . import scene_io
 from .core import mapping
+from .core.character import Carried, CharacterInputs, KeyOutputs, carry, report_line
 from .core.compute import compute, summary
 from .core.errors import JobError
 from .core.settings import Inputs, Outputs, Settings, sampled
@@ -102,9 +104,45 @@ def apply(context, inputs: Inputs, outputs: Outputs, settings: Settings) -> None
                                               "max_error": outputs.max_error})
 
 
-def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None) -> str:
-    """All three phases, synchronously; returns a one-line summary."""
+def apply_character(context, inputs: Inputs, character: CharacterInputs, carried: Carried,
+                    settings: Settings) -> str:
+    """The carried result onto the character (replacing an earlier one), the new fit stored; its summary."""
+    import bpy
+
+    target, model = bpy.data.objects.get(character.name), bpy.data.objects.get(inputs.target_name)
+    if target is None or model is None or target.type != "MESH":
+        raise JobError(f"the character '{character.name}' changed while Mimic was working; run it again")
+    if carried.fit is not None:
+        ch.store_fit(context, target, model, carried.fit, carried.quality)
+    outputs = carried.outputs
+    ch.keep_other_animation(target)
+    scene_io.remove_result(target)
+    try:
+        if isinstance(outputs, KeyOutputs):
+            ch.write_keys(target, inputs.strip_name, outputs, inputs.first_frame,
+                          sampled(settings.curves, outputs.weights.shape))
+            done = f"{inputs.frames} frames on {report_line(outputs.report)} of '{target.name}'"
+        else:
+            scene_io.write_result(target, inputs.strip_name, outputs.mean, outputs.basis, outputs.tracks,
+                                  inputs.first_frame, sampled=sampled(settings.curves, outputs.tracks.shape))
+            done = f"{inputs.frames} frames on '{target.name}' through its fit: {len(outputs.basis)} shapes"
+    except Exception:
+        scene_io.remove_result(target)
+        raise
+    target.data["mimic_result"] = json.dumps({"strip": inputs.strip_name, "mode": character.mode,
+                                              "report": getattr(outputs, "report", None)})
+    return done
+
+
+def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None,
+        character=None) -> str:
+    """All three phases, synchronously; returns a one-line summary. `character`: (object, mode,
+    key spec, smoothness) to carry the model head's (target's) result onto."""
     inputs = gather(context, target, strip, style, settings)
+    if character is not None:
+        wanted, pending = ch.character_inputs(character[0], target, *character[1:])
+        carried = carry(inputs, wanted, settings, pending, on_progress, cancelled)
+        return apply_character(context, inputs, wanted, carried, settings)
     outputs = compute(inputs, settings, on_progress, cancelled)
     apply(context, inputs, outputs, settings)
     return summary(inputs, outputs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-VERSION = 2  # 2: read_audio
+VERSION = 3  # 2: read_audio; 3: generate sample_rate, fit_character, transfer, solve_shape_keys
 
 # Requests (client -> backend); every request carries a client-chosen integer "id".
 HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, model}
@@ -18,9 +18,16 @@ LOAD = "load"  # {checkpoint, device} -> model facts (see model_facts)
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
 READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate} -> {audio: npy, samples}
 GENERATE = "generate"  # {audio: npy mono float32, sample_rate (default: the model's), style: [C floats], error_bound} -> compact result
+# A character of any topology (geometry only: no model needed). Fit files are .npz (mimic.character.fit.Fit).
+FIT_CHARACTER = "fit_character"  # {model_vertices, model_faces, character_vertices, character_faces,
+#   character_matrix: npy; landmarks: {name: [x, y, z]} world | null} -> {fit: npz, quality, landmarks}
+TRANSFER = "transfer"  # {fit, mean: npy (V,3), basis: npy (K,V,3)} -> {mean: npy (N,3), basis: npy (K,N,3)}
+SOLVE_SHAPE_KEYS = "solve_shape_keys"  # {fit, mean, basis, weights: npy (F,K), key_offsets: npy (S,N,3),
+#   key_ranges: npy (S,2), smoothness} -> {weights: npy (F,S), report}
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
-REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN)
+REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, FIT_CHARACTER, TRANSFER, SOLVE_SHAPE_KEYS, CANCEL,
+            SHUTDOWN)
 
 # Replies (backend -> client), each with the "id" of its request.
 RESULT = "result"

@@ -8,6 +8,7 @@ logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -110,7 +111,9 @@ class Service:
         if not isinstance(id_, int):
             raise p.ProtocolError(p.BAD_REQUEST, "every request needs an integer 'id'")
         handlers = {p.HELLO: self.hello, p.LOAD: self.load, p.ENCODE_STYLE: self.encode_style,
-                    p.READ_AUDIO: self.read_audio, p.GENERATE: self.generate, p.SHUTDOWN: lambda m: {}}
+                    p.READ_AUDIO: self.read_audio, p.GENERATE: self.generate, p.SHUTDOWN: lambda m: {},
+                    **{name: functools.partial(self.character, name) for name in (
+                        p.FIT_CHARACTER, p.TRANSFER, p.SOLVE_SHAPE_KEYS)}}
         if kind not in handlers:
             raise p.ProtocolError(p.BAD_REQUEST, f"unknown request type {kind!r}")
         return p.result(id_, **handlers[kind](message))
@@ -179,10 +182,16 @@ class Service:
         np.save(out, samples)
         return {"audio": out, "samples": int(samples.size)}
 
-    def _result_file(self, id_: int, name: str) -> str:
+    def character(self, kind: str, m: dict) -> dict:
+        from .character import requests  # scipy and trimesh: only for characters
+
+        return requests.HANDLERS[kind](m, lambda name: self._array(m, name),
+                                       lambda name, suffix=".npy": self._result_file(m["id"], name, suffix))
+
+    def _result_file(self, id_: int, name: str, suffix: str = ".npy") -> str:
         if self.workdir is None:
             raise p.ProtocolError(p.BAD_REQUEST, "send 'hello' with a workdir first")
-        return str(self.workdir / f"result-{id_}-{name}.npy")
+        return str(self.workdir / f"result-{id_}-{name}{suffix}")
 
     def generate(self, m: dict) -> dict:
         generator = self._model()

@@ -78,13 +78,32 @@ def fit(settings: Settings, model: Mesh, character: Mesh, landmarks: dict[str, l
         path.unlink(missing_ok=True)
 
 
-def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, on_progress: Callable | None = None,
-          cancelled: Callable[[], bool] | None = None) -> Outputs | KeyOutputs:
+@dataclass
+class Carried:
+    """A result on the character, and the fit made for it (None when the character had one)."""
+    outputs: Outputs | KeyOutputs
+    fit: bytes | None = None
+    quality: dict | None = None
+
+
+def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pending: dict,
+          on_progress: Callable | None = None, cancelled: Callable[[], bool] | None = None) -> Carried:
     """The model head's result (see compute.compute), carried onto the character: its own mean and
-    basis with the same tracks (DENSE), or weights of its shape keys (SHAPE_KEYS)."""
+    basis with the same tracks (DENSE), or weights of its shape keys (SHAPE_KEYS). Without a fit
+    (character.fit None), one is made first from `pending` (model, character, landmarks: see fit())."""
     if character.mode not in MODES:
         raise JobError(f"character mode must be one of {', '.join(MODES)}, not {character.mode!r}")
-    outputs = compute(inputs, settings, on_progress, cancelled)
+    made = quality = None
+    if character.fit is None:
+        if on_progress is not None:
+            on_progress(0, 1, "Fitting the character")
+        made, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"])
+        character.fit = made
+    return Carried(_carried(compute(inputs, settings, on_progress, cancelled), character, settings, on_progress,
+                            cancelled), made, quality)
+
+
+def _carried(outputs: Outputs, character: CharacterInputs, settings: Settings, on_progress, cancelled):
     backend = session.backend(settings)
     fit_path = _fit_file(backend, character.fit)
     files = [fit_path]

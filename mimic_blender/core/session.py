@@ -12,8 +12,9 @@ from .errors import BackendError
 _backend: Backend | None = None
 
 
-def backend(settings) -> Backend:
-    """A live backend with settings.checkpoint loaded on settings.device."""
+def backend(settings, model: bool = True) -> Backend:
+    """A live backend with settings.checkpoint loaded on settings.device (unless `model` is False:
+    geometry alone needs none)."""
     global _backend
     if _backend is not None and (not _backend.alive or _backend.python != settings.python):
         stop()
@@ -21,6 +22,8 @@ def backend(settings) -> Backend:
         candidate = Backend(settings.python)
         candidate.start()
         _backend = candidate
+    if not model:
+        return _backend
     model = _backend.facts.get("model") or {}
     if model.get("checkpoint") != settings.checkpoint or model.get("requested_device") != settings.device:
         if not settings.checkpoint:
