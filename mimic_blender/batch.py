@@ -38,8 +38,24 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
     ap.add_argument("--curves", choices=[c for c, *_ in properties.CURVE_ITEMS],
                     help="weight curves as keyframes, baked samples, or AUTO (samples for long shots)")
+    ap.add_argument("--character", help="carry the result from --target (the model head) onto this character mesh "
+                                        "(fitted first when the .blend has no fit)")
+    ap.add_argument("--character-mode", choices=["dense", "shape-keys"], default="dense",
+                    help="dense: shape keys of its own; shape-keys: weights of its existing keys")
+    ap.add_argument("--shape-keys", default="arkit", help="arkit, or the key names to solve for (comma-separated)")
+    ap.add_argument("--smoothness", type=float, default=0.1, help="penalty on frame-to-frame weight changes")
     ap.add_argument("--save", required=True, help="where to save the animated .blend")
     return ap
+
+
+def character_from_args(args):
+    """(character, mode, key spec, smoothness) for job.run, or None."""
+    if not args.character:
+        return None
+    character = bpy.data.objects.get(args.character)
+    if character is None:
+        raise JobError(f"no object named '{args.character}'")
+    return character, args.character_mode.upper().replace("-", "_"), args.shape_keys, args.smoothness
 
 
 def style_from_args(args, scene) -> job.Style:
@@ -94,7 +110,8 @@ def run(argv: list[str]) -> int:
                                        device=args.device, python=args.python, error_bound=error_bound,
                                        curves=args.curves)
         strip = job.find_strip(scene, args.strip)
-        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=compute.print_progress)
+        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=compute.print_progress,
+                       character=character_from_args(args))
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)

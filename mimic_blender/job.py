@@ -134,15 +134,37 @@ def apply_character(context, inputs: Inputs, character: CharacterInputs, carried
     return done
 
 
+@dataclass
+class Job:
+    """Everything gathered on the main thread; `compute` needs no bpy, `finish` does."""
+    settings: Settings
+    inputs: Inputs
+    character: CharacterInputs | None = None
+    pending: dict | None = None  # what to fit the character from, when it has no fit
+
+    def compute(self, on_progress=None, cancelled=None):
+        if self.character is None:
+            return compute(self.inputs, self.settings, on_progress, cancelled)
+        return carry(self.inputs, self.character, self.settings, self.pending, on_progress, cancelled)
+
+    def finish(self, context, result) -> str:
+        if self.character is None:
+            apply(context, self.inputs, result, self.settings)
+            return summary(self.inputs, result)
+        return apply_character(context, self.inputs, self.character, result, self.settings)
+
+
+def prepare(context, target, strip, style: Style, settings: Settings, character=None) -> Job:
+    """The job for target (the model head) and, when `character` is (object, mode, key spec,
+    smoothness), the character to carry its result onto."""
+    job = Job(settings, gather(context, target, strip, style, settings))
+    if character is not None:
+        job.character, job.pending = ch.character_inputs(character[0], target, *character[1:])
+    return job
+
+
 def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None,
         character=None) -> str:
-    """All three phases, synchronously; returns a one-line summary. `character`: (object, mode,
-    key spec, smoothness) to carry the model head's (target's) result onto."""
-    inputs = gather(context, target, strip, style, settings)
-    if character is not None:
-        wanted, pending = ch.character_inputs(character[0], target, *character[1:])
-        carried = carry(inputs, wanted, settings, pending, on_progress, cancelled)
-        return apply_character(context, inputs, wanted, carried, settings)
-    outputs = compute(inputs, settings, on_progress, cancelled)
-    apply(context, inputs, outputs, settings)
-    return summary(inputs, outputs)
+    """All three phases, synchronously; returns a one-line summary."""
+    job = prepare(context, target, strip, style, settings, character)
+    return job.finish(context, job.compute(on_progress, cancelled))

@@ -17,6 +17,7 @@ from bpy.props import (
     StringProperty,
 )
 
+from .core.character import ARKIT
 from .core.settings import Settings
 from .core.setup_backend import venv_python
 
@@ -26,6 +27,11 @@ UNIT_ITEMS = [("AUTO", "Auto", "Detect from the mesh's size: metres, centimetres
               ("METRES", "Metres", ""), ("CENTIMETRES", "Centimetres", ""), ("MILLIMETRES", "Millimetres", "")]
 
 
+CHARACTER_MODES = [("MODEL", "Model Head", "The active object has the model's topology: animate it directly"),
+                   ("DENSE", "Character", "The active object is a character of any topology: Mimic's motion through "
+                                          "the fit, as shape keys of its own"),
+                   ("SHAPE_KEYS", "Its Shape Keys", "The active object is a character: weights of its existing shape "
+                                                    "keys (ARKit or named ones)")]
 CURVE_ITEMS = [("AUTO", "Auto", "Editable keyframes, baked samples for long results (over about 2 minutes)"),
                ("KEYS", "Keyframes", "One editable keyframe per frame"),
                ("SAMPLES", "Samples", "Baked F-curve samples: a sixth of the keyframes' size in the .blend")]
@@ -59,6 +65,15 @@ class MimicSceneSettings(bpy.types.PropertyGroup):
     mix_with: StringProperty(name="With", description="The style to mix the active one with")
     mix_weight: FloatProperty(name="Weight", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
                               description="0 keeps the active style, 1 gives the other")
+    character_mode: EnumProperty(name="Animate", items=CHARACTER_MODES, default="MODEL")
+    model_head: PointerProperty(name="Model Head", type=bpy.types.Object, poll=lambda self, obj: obj.type == "MESH",
+                                description="A head with the model's topology (your FLAME head, or the demo head), "
+                                            "fitted onto the character")
+    shape_keys: StringProperty(name="Keys", default=ARKIT,
+                               description="ARKIT (every ARKit-named key of the character) or key names, comma-separated")
+    smoothness: FloatProperty(name="Smoothness", default=0.1, min=0.0, soft_max=10.0,
+                              description="Penalty on frame-to-frame weight changes (1: a whole key's jump costs as "
+                                          "much as missing that key for a frame)")
 
 
 def default_python(package: str) -> str:

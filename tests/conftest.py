@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from blender_addon import addon  # noqa: F401  (the extension, for every Blender test)
 from paths import FIXTURES, TINY
 from transformers import HubertConfig
 

@@ -13,24 +13,16 @@ bound of it at every checked frame, after Blender's depsgraph has evaluated the 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-
-# Keep this Blender (and the Blender subprocesses, which inherit it) away from the user's
-# Blender config; must be set before bpy is imported.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="mimic-test-blender-user-"))
 
 import blender_scene as bs  # noqa: E402
+from blender_addon import backend_pid, serving  # noqa: E402
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -38,7 +30,6 @@ import soundfile  # noqa: E402
 import soxr  # noqa: E402
 from paths import CHECKPOINT, IO, LINE, ROOT  # noqa: E402
 
-MODULE = "bl_ext.dev.mimic"
 BOUND = 1e-4  # the add-on's default error bound (0.1 mm), model units
 SLACK = 1e-6  # float32 arithmetic in Blender's shape-key mix
 RATE = 16000
@@ -50,34 +41,6 @@ except ImportError:  # a bpy built without audio (PyPI's 4.2): the add-on has th
 
 
 # ------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def addon(tmp_path_factory):
-    """The extension, built as users get it and enabled once; its modules as attributes."""
-    tmp = tmp_path_factory.mktemp("extension")
-    zip_path = tmp / "mimic.zip"
-    done = subprocess.run([sys.executable, str(ROOT / "install" / "build_extension.py"), "--out", str(zip_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(tmp / "repo" / "mimic")
-    repo = bpy.context.preferences.extensions.repos.new(name="dev", module="dev", custom_directory=str(tmp / "repo"),
-                                                        source="USER")
-    assert bpy.ops.preferences.addon_enable(module=MODULE) == {"FINISHED"}
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python = sys.executable
-    prefs.checkpoint = str(CHECKPOINT)
-    modules = SimpleNamespace(prefs=prefs, **{name.rpartition(".")[2]: importlib.import_module(f"{MODULE}.{name}")
-                                              for name in ("batch", "job", "operators", "properties", "scene_io",
-                                                           "core.compute", "core.errors", "core.session",
-                                                           "core.settings", "core.worker")})
-    assert Path(modules.job.__file__).is_relative_to(tmp)  # the built extension, not the checkout
-    yield modules
-    pid = backend_pid(modules.session)
-    bpy.ops.preferences.addon_disable(module=MODULE)  # unregister() stops the backend
-    bpy.context.preferences.extensions.repos.remove(repo)
-    assert pid is None or not serving(pid)
 
 
 @pytest.fixture(scope="session")
@@ -166,19 +129,6 @@ def strip(scene, name):
 def all_strips(scene):
     editor = scene.sequence_editor
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
-
-
-def backend_pid(session) -> int | None:
-    backend = session._backend
-    return backend.process.pid if backend is not None and backend.process is not None else None
-
-
-def serving(pid: int) -> bool:
-    """Whether process `pid` is (still) a `mimic serve` backend."""
-    try:
-        return b"mimic.cli\0serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def stop_backend(session) -> None:
