@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-VERSION = 2  # 2: read_audio
+VERSION = 3  # 2: read_audio; 3: fit_character, transfer, solve_shape_keys
 
 # Requests (client -> backend); every request carries a client-chosen integer "id".
 HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, model}
@@ -20,7 +20,16 @@ READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate} ->
 GENERATE = "generate"  # {audio: npy 16 kHz mono float32, style: [C floats], error_bound} -> compact result
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
-REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN)
+# Characters (geometry only: no model needs to be loaded)
+FIT_CHARACTER = "fit_character"  # {model_vertices, model_faces, character_vertices, character_faces: npy,
+#   landmarks?: {name: [x, y, z]}, model_landmarks?: {name: vertex}, character_matrix?: 4x4, falloff?}
+#   -> {fit: npz, quality, landmarks, bound_vertices}
+TRANSFER = "transfer"  # {fit: npz, mean + basis: npy | motion: npy, space?} -> {mean, basis, k} | {motion, frames}
+SOLVE_SHAPE_KEYS = "solve_shape_keys"  # {fit, keys: npy (S,N,3), motion | mean + basis + weights: npy,
+#   bounds?, smoothness?, key_names?} -> {weights: npy (F,S), frames, report}
+REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN, FIT_CHARACTER, TRANSFER,
+            SOLVE_SHAPE_KEYS)
+SPACES = ("local", "world")  # transfer: the character object's own space (its shape keys) or world space
 
 # Replies (backend -> client), each with the "id" of its request.
 RESULT = "result"
