@@ -8,6 +8,7 @@ logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,10 +22,6 @@ import numpy as np
 import torch
 
 from . import protocol as p
-from .character.fit import Fit, fit_character
-from .character.landmarks import FALLOFF
-from .character.solve import SMOOTHNESS, solve_shape_keys
-from .character.transfer import transfer, transfer_compact
 from .checkpoint import load_model
 from .compress import Subspace
 from .errors import MimicError
@@ -233,6 +230,8 @@ class Service:
 
 
     # ------------------------------------------------------------------------- characters
+    # mimic.character needs scipy and trimesh; imported on first use, so a backend environment
+    # made before they were required still generates.
 
     def _optional(self, m: dict, name: str, kind, default=None):
         if m.get(name) is None:
@@ -240,6 +239,9 @@ class Service:
         return p.field(m, name, kind)
 
     def fit_character(self, m: dict) -> dict:
+        with character_packages():
+            from .character.fit import fit_character
+            from .character.landmarks import FALLOFF
         out = self._result_file(m["id"], "fit", ".npz")
         arrays = {n: self._array(m, n) for n in ("model_vertices", "model_faces", "character_vertices",
                                                  "character_faces")}
@@ -255,11 +257,15 @@ class Service:
         return {"fit": out, "quality": fit.quality(), "landmarks": fit.character_landmarks(),
                 "bound_vertices": int(len(fit.vertices))}
 
-    def _fit(self, m: dict) -> Fit:
+    def _fit(self, m: dict):
+        with character_packages():
+            from .character.fit import Fit
         return Fit.load(p.field(m, "fit", str))
 
     def transfer(self, m: dict) -> dict:
         fit = self._fit(m)
+        from .character.transfer import transfer, transfer_compact
+
         space = self._optional(m, "space", str, "local")
         if space not in p.SPACES:
             raise p.ProtocolError(p.BAD_REQUEST, f"transfer: space must be one of {', '.join(p.SPACES)}")
@@ -279,6 +285,8 @@ class Service:
 
     def solve_shape_keys(self, m: dict) -> dict:
         fit = self._fit(m)
+        from .character.solve import SMOOTHNESS, solve_shape_keys
+
         keys = self._array(m, "keys")
         names = self._optional(m, "key_names", list)
         if names is not None and (len(names) != len(keys) or not all(isinstance(n, str) for n in names)):
@@ -293,6 +301,16 @@ class Service:
         path = self._result_file(m["id"], "weights")
         np.save(path, weights)
         return {"weights": path, "frames": int(len(weights)), "report": report.to_dict(names)}
+
+
+@contextlib.contextmanager
+def character_packages():
+    """Imports of mimic.character: one clear line when its packages are missing."""
+    try:
+        yield
+    except ImportError as e:
+        raise MimicError(f"the backend environment lacks {e.name or e}: character fitting needs scipy, trimesh "
+                         "and rtree (click Set up backend again, or pip install the backend package)") from None
 
 
 def serve() -> None:

@@ -75,10 +75,13 @@ class Fit:
     @classmethod
     def load(cls, path: str | Path) -> Fit:
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
+            data = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
-            raise MimicError(f"cannot read the fit {path}: {e}") from None
+            raise MimicError(f"cannot read the fit {path}: {e or 'it is empty'}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise MimicError(f"{path} is not a character fit (an .npz that fit_character wrote): fit the character again")
+        with data:
+            arrays = {k: data[k] for k in data.files}
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in arrays]
         if int(arrays.get("format", -1)) != FORMAT or missing:
