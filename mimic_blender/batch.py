@@ -18,6 +18,7 @@ import bpy
 
 from . import job, properties
 from .core import compute, session
+from .core.character import CharacterInputs
 from .core.errors import BackendError, JobError
 
 
@@ -43,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--character-mode", choices=["dense", "shape-keys"], default="dense",
                     help="dense: shape keys of its own; shape-keys: weights of its existing keys")
     ap.add_argument("--shape-keys", default="arkit", help="arkit, or the key names to solve for (comma-separated)")
-    ap.add_argument("--smoothness", type=float, default=0.1, help="penalty on frame-to-frame weight changes")
+    ap.add_argument("--smoothness", type=float, default=CharacterInputs.smoothness,
+                    help="penalty on frame-to-frame weight changes (shape-key mode)")
     ap.add_argument("--save", required=True, help="where to save the animated .blend")
     return ap
 

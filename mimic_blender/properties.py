@@ -17,7 +17,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from .core.character import ARKIT
+from .core.character import ARKIT, CharacterInputs
 from .core.settings import Settings
 from .core.setup_backend import venv_python
 
@@ -71,7 +71,7 @@ class MimicSceneSettings(bpy.types.PropertyGroup):
                                             "fitted onto the character")
     shape_keys: StringProperty(name="Keys", default=ARKIT,
                                description="ARKIT (every ARKit-named key of the character) or key names, comma-separated")
-    smoothness: FloatProperty(name="Smoothness", default=0.1, min=0.0, soft_max=10.0,
+    smoothness: FloatProperty(name="Smoothness", default=CharacterInputs.smoothness, min=0.0, soft_max=10.0,
                               description="Penalty on frame-to-frame weight changes (1: a whole key's jump costs as "
                                           "much as missing that key for a frame)")
 

@@ -109,7 +109,7 @@ def test_hello_reports_protocol_versions_and_devices(s):
     import mimic
 
     f = s.facts
-    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 2
+    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 3
     assert f["backend"] == mimic.__version__ and f["torch"] == torch.__version__
     assert "cpu" in f["devices"] and f["device"] in f["devices"]
     assert f["model"] is None  # nothing loaded at the handshake

@@ -18,16 +18,18 @@ LOAD = "load"  # {checkpoint, device} -> model facts (see model_facts)
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
 READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate} -> {audio: npy, samples}
 GENERATE = "generate"  # {audio: npy mono float32, sample_rate (default: the model's), style: [C floats], error_bound} -> compact result
-# A character of any topology (geometry only: no model needed). Fit files are .npz (mimic.character.fit.Fit).
-FIT_CHARACTER = "fit_character"  # {model_vertices, model_faces, character_vertices, character_faces,
-#   character_matrix: npy; landmarks: {name: [x, y, z]} world | null} -> {fit: npz, quality, landmarks}
-TRANSFER = "transfer"  # {fit, mean: npy (V,3), basis: npy (K,V,3)} -> {mean: npy (N,3), basis: npy (K,N,3)}
-SOLVE_SHAPE_KEYS = "solve_shape_keys"  # {fit, mean, basis, weights: npy (F,K), key_offsets: npy (S,N,3),
-#   key_ranges: npy (S,2), smoothness} -> {weights: npy (F,S), report}
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
-REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, FIT_CHARACTER, TRANSFER, SOLVE_SHAPE_KEYS, CANCEL,
-            SHUTDOWN)
+# Characters (geometry only: no model needs to be loaded)
+FIT_CHARACTER = "fit_character"  # {model_vertices, model_faces, character_vertices, character_faces: npy,
+#   landmarks?: {name: [x, y, z]}, model_landmarks?: {name: vertex}, character_matrix?: 4x4, falloff?}
+#   -> {fit: npz, quality, landmarks, bound_vertices}
+TRANSFER = "transfer"  # {fit: npz, mean + basis: npy | motion: npy, space?} -> {mean, basis, k} | {motion, frames}
+SOLVE_SHAPE_KEYS = "solve_shape_keys"  # {fit, keys: npy (S,N,3), motion | mean + basis + weights: npy,
+#   bounds?, smoothness?, key_names?} -> {weights: npy (F,S), frames, report}
+REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN, FIT_CHARACTER, TRANSFER,
+            SOLVE_SHAPE_KEYS)
+SPACES = ("local", "world")  # transfer: the character object's own space (its shape keys) or world space
 
 # Replies (backend -> client), each with the "id" of its request.
 RESULT = "result"

@@ -5,7 +5,6 @@ bytes of its .npz, which the Blender layer keeps in the .blend."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -38,7 +37,7 @@ class CharacterInputs:
     key_names: list[str] = field(default_factory=list)  # SHAPE_KEYS: the keys to solve for
     key_offsets: np.ndarray | None = None  # (S, N, 3) local offsets of those keys from the rest shape
     key_ranges: np.ndarray | None = None  # (S, 2) their slider ranges
-    smoothness: float = 0.0
+    smoothness: float = 0.01  # the solve's penalty on frame-to-frame changes (see mimic.character.solve)
 
 
 @dataclass
@@ -68,9 +67,8 @@ def fit(settings: Settings, model: Mesh, character: Mesh, landmarks: dict[str, l
     backend = session.backend(settings, model=False)
     files = {name: _save(backend, name, array) for name, array in (
         ("model_vertices", model.vertices), ("model_faces", model.triangles),
-        ("character_vertices", character.vertices), ("character_faces", character.triangles),
-        ("character_matrix", character.matrix))}
-    result = backend.request(p.FIT_CHARACTER, timeout=600, landmarks=landmarks, **files)
+        ("character_vertices", character.vertices), ("character_faces", character.triangles))}
+    result = backend.request(p.FIT_CHARACTER, landmarks=landmarks, character_matrix=character.matrix.tolist(), **files)
     path = Path(result["fit"])
     try:
         return path.read_bytes(), {**result["quality"], "landmarks": result["landmarks"]}
@@ -112,36 +110,30 @@ def _carried(outputs: Outputs, character: CharacterInputs, settings: Settings, o
             ("result_mean", outputs.mean), ("result_basis", outputs.basis), ("result_tracks", outputs.tracks)))
         files += [mean, basis, tracks]
         if character.mode == "DENSE":
-            result = backend.request(p.TRANSFER, fit=fit_path, mean=mean, basis=basis)
+            result = backend.request(p.TRANSFER, fit=fit_path, mean=mean, basis=basis, space="local")
             files += [result["mean"], result["basis"]]
             return Outputs(np.load(result["mean"]), np.load(result["basis"]), outputs.tracks, outputs.max_error,
                            outputs.style_code)
         if not character.key_names:
             raise JobError(f"'{character.name}' has none of the chosen shape keys")
-        keys, ranges = _save(backend, "key_offsets", character.key_offsets), _save(backend, "key_ranges",
-                                                                                 character.key_ranges)
-        files += [keys, ranges]
-        result = backend.request(p.SOLVE_SHAPE_KEYS, on_progress=on_progress, cancelled=cancelled, fit=fit_path,
-                                 mean=mean, basis=basis, weights=tracks, key_offsets=keys, key_ranges=ranges,
-                                 smoothness=character.smoothness)
+        keys = _save(backend, "key_offsets", character.key_offsets)
+        files.append(keys)
+        result = backend.request(p.SOLVE_SHAPE_KEYS, fit=fit_path, keys=keys, mean=mean, basis=basis, weights=tracks,
+                                 bounds=np.asarray(character.key_ranges, float).tolist(),
+                                 smoothness=character.smoothness, key_names=character.key_names)
         files.append(result["weights"])
-        report = {**result["report"], "keys": character.key_names}
-        return KeyOutputs(list(character.key_names), np.load(result["weights"]), report)
+        return KeyOutputs(list(character.key_names), np.load(result["weights"]), result["report"])
     finally:
         for file in files:
             Path(file).unlink(missing_ok=True)
 
 
 def report_line(report: dict) -> str:
-    """The solve's quality in one line, for the panel and the batch log."""
-    return (f"{len(report['keys'])} keys, relative residual on the face {report['relative_residual']:.1%}"
-            + ("" if report.get("expressible", True) else ": these keys cannot express the motion"))
+    """The solve's quality in one line, for the panel and the batch log (with its warning, if any)."""
+    line = f"{len(report['keys'])} keys, relative residual on the face {report['relative_residual']:.1%}"
+    return line + (f": {report['warning']}" if report.get("warning") else "")
 
 
 def quality_line(quality: dict, units: str = "") -> str:
     return (f"landmarks {quality['landmark_error']:.3g}{units} off, surface {quality['surface_distance']:.3g}{units} "
             f"away, {quality['face_vertices']} face vertices")
-
-
-def dumps(quality: dict) -> str:
-    return json.dumps(quality)

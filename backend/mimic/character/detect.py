@@ -3,9 +3,9 @@
 
 The midline profile comes first: the mesh is cut by the vertical plane through the head's
 centre (x), and the front-most point of the cut at each height gives the face's profile. Its
-most forward point is the nose tip; below it, the profile's next three forward bumps are the
-upper lip, the lower lip and the chin's front, and the chin landmark is where the chin's front
-turns into its underside (the profile going back as fast as it goes down). The corners of the
+most forward point is the nose tip; below it, the profile's two most forward bumps are the upper
+and the lower lip, and the chin landmark is where, below the lower lip, the profile first goes
+back as fast as it goes down (the chin's front turning into its underside). The corners of the
 eyes and the mouth have no such signature: the model's face is aligned to the character (a
 similarity from the midline points and the front view's left-right axis, refined by ICP of the
 model's face onto the character's surface) and its corners are carried over, onto the
@@ -22,26 +22,23 @@ from scipy.signal import find_peaks
 from ..errors import MimicError
 from .landmarks import MIDLINE, Anchors, face_axes, face_weights
 
-# model axes (+y up, +z forward: FLAME, VOCASET, the synthetic head) -> Blender's front view
-MODEL_TO_FRONT = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 BINS = 600            # heights sampled along the head
+ICP_POINTS = 600      # model face vertices (at most) the rigid refinement matches
 PROMINENCE = 0.002    # of the head's width: the smallest bump of the profile that counts
 NO_FACE = ("no face-like region: {why}. Automatic landmarks need a human-proportioned head facing "
            "Blender's front view (-Y forward, +Z up); otherwise place the landmarks by hand")
 
 
-def midline_landmarks(mesh: trimesh.Trimesh, to_front: np.ndarray = np.eye(3)) -> dict[str, np.ndarray]:
-    """{nose_tip, upper_lip, lower_lip, chin} in the mesh's coordinates, from its midline
-    profile; `to_front` turns the mesh's coordinates into the front view's."""
-    v = mesh.vertices @ to_front.T
+def midline_landmarks(mesh: trimesh.Trimesh) -> dict[str, np.ndarray]:
+    """{nose_tip, upper_lip, lower_lip, chin} of a head in the front view, from its midline profile."""
+    v = mesh.vertices
     top = v[:, 2].max()
     height = top - v[:, 2].min()
     width = np.ptp(v[v[:, 2] > top - 0.3 * height, 0])   # of the skull's top
     low = max(v[:, 2].min(), top - 2.0 * width)            # the head (and a neck), not the body below it
     in_head = v[:, 2] >= low
     centre = 0.5 * (v[in_head, 0].min() + v[in_head, 0].max())
-    front = trimesh.Trimesh(v, mesh.faces, process=False)
-    cut = trimesh.intersections.mesh_plane(front, [1.0, 0.0, 0.0], [centre, 0.0, 0.0])
+    cut = trimesh.intersections.mesh_plane(mesh, [1.0, 0.0, 0.0], [centre, 0.0, 0.0])
     if len(cut) == 0:
         raise MimicError(NO_FACE.format(why="the mesh does not cross its own centre plane"))
     z = np.linspace(low, top, BINS)
@@ -74,7 +71,7 @@ def midline_landmarks(mesh: trimesh.Trimesh, to_front: np.ndarray = np.eye(3)) -
     chin = int(under[-1])
     out = {}
     for name, i in zip(MIDLINE, (tip, upper, lower, chin)):
-        out[name] = np.array([centre, -forward[i], z[i]]) @ to_front   # back to the mesh's coordinates
+        out[name] = np.array([centre, -forward[i], z[i]])
     return out
 
 
@@ -83,14 +80,9 @@ def character_landmarks(character: trimesh.Trimesh, model: trimesh.Trimesh, anch
     """All the model's landmark names on the character (world space): the midline from its
     profile, the rest carried over from the model aligned to it."""
     found = midline_landmarks(character)
-    ours = midline_landmarks(model, to_front=MODEL_TO_FRONT)
     model_points = dict(zip(anchors.names, anchors.points(model.vertices, model.faces)))
-    model_points.update(ours)
     left_m, _, forward_m = face_axes(model_points)
-    if np.dot(forward_m, MODEL_TO_FRONT.T @ [0.0, -1.0, 0.0]) < 0.7:
-        raise MimicError("the model head must be given in the model's own coordinates (+y up, facing +z: the "
-                         "space its motion is in), not turned by its object's transform")
-    a = np.array([ours[n] for n in MIDLINE])
+    a = np.array([model_points[n] for n in MIDLINE])
     b = np.array([found[n] for n in MIDLINE])
     spread_a = np.linalg.norm(a - a.mean(0), axis=1).mean()
     spread_b = np.linalg.norm(b - b.mean(0), axis=1).mean()
@@ -98,9 +90,9 @@ def character_landmarks(character: trimesh.Trimesh, model: trimesh.Trimesh, anch
     a = np.vstack([a, a.mean(0) + np.outer(side, left_m) * spread_a])
     b = np.vstack([b, b.mean(0) + np.outer(side, [1.0, 0.0, 0.0]) * spread_b])
     initial = trimesh.registration.procrustes(a, b, reflection=False, scale=True, return_cost=False)
-    face = face_weights(model_points, model.vertices) > 0.5
-    facing = model.vertex_normals @ forward_m > 0.2
-    matrix, _, _ = trimesh.registration.icp(model.vertices[face & facing], character, initial=initial,
+    face = np.flatnonzero((face_weights(model_points, model.vertices) > 0.5) & (model.vertex_normals @ forward_m > 0.2))
+    face = face[::max(1, len(face) // ICP_POINTS)]
+    matrix, _, _ = trimesh.registration.icp(model.vertices[face], character, initial=initial,
                                             max_iterations=icp_iterations, reflection=False, scale=True)
     rest = [n for n in anchors.names if n not in MIDLINE]
     carried = trimesh.transform_points(np.array([model_points[n] for n in rest]), matrix)

@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import MimicError
 from . import detect
-from .landmarks import FALLOFF, NAMES, Anchors, check_points, face_weights, model_anchors
+from .landmarks import FALLOFF, NAMES, Anchors, check_points, face_axes, face_weights, model_anchors
 from .mesh import check_mesh, smoothstep
 
 FORMAT = 1
@@ -75,10 +75,13 @@ class Fit:
     @classmethod
     def load(cls, path: str | Path) -> Fit:
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
+            data = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
-            raise MimicError(f"cannot read the fit {path}: {e}") from None
+            raise MimicError(f"cannot read the fit {path}: {e or 'it is empty'}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise MimicError(f"{path} is not a character fit (an .npz that fit_character wrote): fit the character again")
+        with data:
+            arrays = {k: data[k] for k in data.files}
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in arrays]
         if int(arrays.get("format", -1)) != FORMAT or missing:
@@ -116,6 +119,10 @@ def fit_character(model_vertices, model_faces, character_vertices, character_fac
         raise MimicError(f"falloff must be greater than 1; got {falloff}")
     anchors = model_landmarks if isinstance(model_landmarks, Anchors) else \
         model_anchors(len(model.vertices), model.faces, model_landmarks)
+    _, _, forward = face_axes(dict(zip(anchors.names, anchors.points(model.vertices, model.faces))))
+    if forward[2] < 0.7:
+        raise MimicError("the model head must be given in the model's own coordinates (+y up, facing +z: the "
+                         "space its motion is in), not turned by its object's transform")
 
     if landmarks is None:
         points = detect.character_landmarks(character, model, anchors)
@@ -188,8 +195,6 @@ def register(moved: np.ndarray, faces: np.ndarray, character: trimesh.Trimesh, g
 def _facing(character: trimesh.Trimesh, points: dict[str, np.ndarray]) -> trimesh.Trimesh:
     """The character mesh with its triangles wound so that the face's normals point out of it
     (some exports wind them inwards): registration and binding compare normals."""
-    from .landmarks import face_axes
-
     _, _, forward = face_axes(points)
     near = face_weights(points, character.vertices) >= 1.0
     if np.dot(character.vertex_normals[near].sum(axis=0), forward) >= 0:

@@ -210,7 +210,8 @@ def check_layout(points: dict[str, np.ndarray], what: str) -> None:
     names = list(points)
     p = np.array([points[n] for n in names])
     span = float(np.linalg.norm(np.ptp(p, axis=0)))
-    gaps = np.linalg.norm(p[:, None] - p[None], axis=-1) + np.eye(len(p)) * np.inf
+    gaps = np.linalg.norm(p[:, None] - p[None], axis=-1)
+    np.fill_diagonal(gaps, np.inf)
     i, j = np.unravel_index(np.argmin(gaps), gaps.shape)
     if not span > 0 or gaps[i, j] < 0.02 * span:
         raise MimicError(f"{what}: {names[i]} and {names[j]} are at the same place; put each where its name says")

@@ -17,9 +17,8 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import MimicError
+from ..protocol import SPACES
 from .fit import Fit
-
-SPACES = ("local", "world")
 
 
 def interpolation(fit: Fit, weighted: bool = True) -> sparse.csr_matrix:
