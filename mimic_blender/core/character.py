@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from . import session
+from .mapping import unit_tracks
 from .backend_source import protocol as p
 from .compute import compute
 from .errors import JobError
@@ -91,18 +92,39 @@ def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pendin
     (character.fit None), one is made first from `pending` (model, character, landmarks: see fit())."""
     if character.mode not in MODES:
         raise JobError(f"character mode must be one of {', '.join(MODES)}, not {character.mode!r}")
-    made = quality = None
-    if character.fit is None:
-        if on_progress is not None:
-            on_progress(0, 1, "Fitting the character")
-        made, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"])
-        character.fit = made
-    return Carried(_carried(compute(inputs, settings, on_progress, cancelled), character, settings, on_progress,
-                            cancelled), made, quality)
+    made, quality = ensure_fit(character, settings, pending, on_progress)
+    return Carried(onto(compute(inputs, settings, on_progress, cancelled), character, settings), made, quality)
 
 
-def _carried(outputs: Outputs, character: CharacterInputs, settings: Settings, on_progress, cancelled):
-    backend = session.backend(settings)
+def ensure_fit(character: CharacterInputs, settings: Settings, pending: dict,
+               on_progress: Callable | None = None) -> tuple[bytes | None, dict | None]:
+    """Fit the character from `pending` when it has no fit yet: (the new fit, its quality), else (None, None)."""
+    if character.fit is not None:
+        return None, None
+    if on_progress is not None:
+        on_progress(0, 1, "Fitting the character")
+    character.fit, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"])
+    return character.fit, quality
+
+
+def compact_motion(motion: np.ndarray, bound: float) -> Outputs:
+    """An existing animation (F, V, 3) of offsets as a compact result: mean + the fewest principal
+    shapes that keep every vertex of every frame within `bound`, weights scaled into [-1, 1]."""
+    flat = motion.reshape(len(motion), -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    u, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    for k in range(len(s) + 1):
+        rebuilt = mean + (u[:, :k] * s[:k]) @ vt[:k]
+        error = float(np.linalg.norm((rebuilt - flat).reshape(len(flat), -1, 3), axis=-1).max())
+        if error <= bound:
+            break
+    basis, tracks = unit_tracks(vt[:k].reshape(k, -1, 3), u[:, :k] * s[:k])
+    return Outputs(mean.reshape(-1, 3).astype(np.float32), basis.astype(np.float32), tracks.astype(np.float32), error)
+
+
+def onto(outputs: Outputs, character: CharacterInputs, settings: Settings) -> Outputs | KeyOutputs:
+    """A compact result of the model head carried onto the character (geometry only: no model)."""
+    backend = session.backend(settings, model=False)
     fit_path = _fit_file(backend, character.fit)
     files = [fit_path]
     try:
