@@ -23,12 +23,16 @@ def reset() -> None:
     bpy.ops.wm.read_homefile(use_empty=True)
 
 
-def mesh_object(name: str, vertices: np.ndarray, scene=None):
-    """A mesh object of loose vertices (the add-on only cares about vertex positions)."""
+def mesh_object(name: str, vertices: np.ndarray, scene=None, faces: np.ndarray | None = None):
+    """A mesh object of loose vertices (the add-on only cares about vertex positions), or of
+    `faces` (a glTF export needs them)."""
     scene = scene or bpy.context.scene
     mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(len(vertices))
-    mesh.vertices.foreach_set("co", np.asarray(vertices, np.float32).ravel())
+    if faces is None:
+        mesh.vertices.add(len(vertices))
+        mesh.vertices.foreach_set("co", np.asarray(vertices, np.float32).ravel())
+    else:
+        mesh.from_pydata(np.asarray(vertices, np.float32).tolist(), [], np.asarray(faces).tolist())
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     scene.collection.objects.link(obj)
