@@ -132,7 +132,9 @@ def cli_command(argv: list[str]) -> int:
     return run(argv)
 
 
-if __name__ == "__main__":
+def main(command) -> None:
+    """`python -m mimic_blender.<module>` (Blender as a Python module): command(sys.argv[1:]) with
+    the add-on registered for it, then exit with its status."""
     import mimic_blender
 
     # Blender as a module crashes on exit (SIGSEGV, not our exit code) while the add-on is registered.
@@ -140,8 +142,12 @@ if __name__ == "__main__":
     if needs_register:
         mimic_blender.register()
     try:
-        status = run(sys.argv[1:])
+        status = command(sys.argv[1:])
     finally:
         if needs_register:
             mimic_blender.unregister()
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    main(run)

@@ -80,6 +80,8 @@ class Lines:
         self.default_style = default_style
         self.codes: dict[str, list[float]] = {}
         self.strip = None  # the current line's sound strip
+        if target.name not in context.view_layer.objects:
+            raise JobError(f"'{target.name}' is not in the view layer of scene '{scene.name}'")
         for obj in context.view_layer.objects:  # the glTF export takes the selection
             obj.select_set(obj == target)
 
@@ -219,15 +221,4 @@ def run(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import mimic_blender
-
-    # Blender as a module crashes on exit (SIGSEGV, not our exit code) while the add-on is registered.
-    needs_register = not hasattr(bpy.types.Scene, "mimic")
-    if needs_register:
-        mimic_blender.register()
-    try:
-        status = run(sys.argv[1:])
-    finally:
-        if needs_register:
-            mimic_blender.unregister()
-    sys.exit(status)
+    batch.main(run)

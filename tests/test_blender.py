@@ -35,7 +35,7 @@ import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile  # noqa: E402
-from paths import CHECKPOINT, IO, ROOT  # noqa: E402
+from paths import CHECKPOINT, IO, LINE, ROOT  # noqa: E402
 
 MODULE = "bl_ext.dev.mimic"
 BOUND = 1e-4  # the add-on's default error bound (0.1 mm), model units
@@ -85,7 +85,7 @@ def shot(addon, tmp_path_factory) -> Path:
     the Mimic panel set to: style from Ref, frames 1-150."""
     folder = tmp_path_factory.mktemp("shot")
     sound = folder / "line01.wav"
-    shutil.copy(bs.LINE, sound)
+    shutil.copy(LINE, sound)
     with np.load(IO) as io:
         template, motion = io["template"].reshape(-1, 3), io["style_motion"].reshape(150, -1, 3)
     scene = bs.build_shot(template, motion, sound)
@@ -263,8 +263,8 @@ def decoder(request, monkeypatch) -> str:
 def test_aud_reads_the_line_as_soundfile_does():
     if aud is None:
         pytest.skip("this bpy has no aud module")
-    by_aud = aud.Sound(str(bs.LINE)).resample(RATE, False).rechannel(1).data()[:, 0]
-    by_soundfile, _ = soundfile.read(bs.LINE, dtype="float32")
+    by_aud = aud.Sound(str(LINE)).resample(RATE, False).rechannel(1).data()[:, 0]
+    by_soundfile, _ = soundfile.read(LINE, dtype="float32")
     assert by_aud.shape == by_soundfile.shape and np.abs(by_aud - by_soundfile).max() < 1e-4
 
 
@@ -287,7 +287,7 @@ def test_either_decoder_gives_the_same_animation(addon, scene, expected, shot, d
 
 def test_unreadable_sound_is_reported(addon, scene, expected, decoder, tmp_path):
     sound = tmp_path / "broken.wav"
-    shutil.copy(bs.LINE, sound)
+    shutil.copy(LINE, sound)
     broken = bs.sound_strip(scene, "Broken", sound, frame_start=60, channel=2)
     scene.sequence_editor.active_strip = broken
     sound.write_bytes(b"RIFF" + bytes(200))  # damaged after Blender opened it
@@ -378,7 +378,7 @@ def test_wrong_vertex_count_is_refused(addon, scene):
 
 def test_missing_sound_file_is_reported(addon, scene, expected, tmp_path):
     sound = tmp_path / "gone.wav"
-    shutil.copy(bs.LINE, sound)
+    shutil.copy(LINE, sound)
     gone = bs.sound_strip(scene, "Gone", sound, frame_start=60, channel=2)
     scene.sequence_editor.active_strip = gone
     sound.unlink()

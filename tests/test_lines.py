@@ -165,7 +165,8 @@ def test_every_line_is_tried_and_bad_ones_are_reported(character, first_run):
     stderr = done.stderr.splitlines()
     progress = [line for line in stderr if line.startswith("mimic lines ")]  # the lines that reached the backend
     assert [line.split(" [")[0] for line in progress] == ["mimic lines 1/3", "mimic lines 2/3", "mimic lines 3/3"]
-    assert progress[1].endswith(" lines/min] | b done") and progress[2].endswith(" lines/min] failed 1 | damaged failed")
+    assert progress[1].endswith(" lines/min] | b done")
+    assert progress[2].endswith(" lines/min] failed 1 | damaged failed")
     assert f"mimic: 2 done, 0 complete already, 4 failed; summary {out / 'summary.json'}" in stderr
     assert "mimic: line 5 'nobody' failed: no style named 'Nobody' in the library (saved styles: Wide)" in stderr
 

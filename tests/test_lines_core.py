@@ -57,22 +57,29 @@ def test_reserved_columns_are_read_and_checked(tmp_path):
         read_manifest(manifest)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("id,audio,strat\na,a.wav,3\n", "unknown column(s) strat"),
-    ("id,style\na,x\n", "missing column(s) audio"),
-    ("id,audio\n", "lists no lines"),
-    ("id,audio\na,a.wav,extra\n", "row 1: more cells than the header has columns"),
-    ("id,audio\na,a.wav\n,b.wav\n", "row 2: 'id' is empty"),
-    ("id,audio,start\na,a.wav,ten\n", "row 1: start must be a whole frame number, not \"ten\""),
-    ("id,audio,start\na,a.wav,1.5\n", "start must be a whole frame number"),
-    ("id,audio\na/b,a.wav\n", "row 1: id 'a/b' must be 1-63 letters"),
-    ("id,audio\n.hidden,a.wav\n", "id '.hidden' must be"),
-    ("id,audio\n" + "x" * 64 + ",a.wav\n", "must be 1-63 letters"),
-    ("id,audio\na,a.wav\nb,b.wav\na,c.wav\n", "row 3: id 'a' is already used by row 1"),
+@pytest.mark.parametrize("name, text, message", [
+    ("lines.csv", "id,audio,strat\na,a.wav,3\n", "unknown column(s) strat"),
+    ("lines.csv", "id,style\na,x\n", "missing column(s) audio"),
+    ("lines.csv", "id,audio\n", "lists no lines"),
+    ("lines.csv", "id,audio\na,a.wav,extra\n", "row 1: more cells than the header has columns"),
+    ("lines.csv", "id,audio\na,a.wav\n,b.wav\n", "row 2: 'id' is empty"),
+    ("lines.csv", "id,audio,start\na,a.wav,ten\n", "row 1: start must be a whole frame number, not \"ten\""),
+    ("lines.csv", "id,audio,start\na,a.wav,1.5\n", "start must be a whole frame number"),
+    ("lines.csv", "id,audio\na/b,a.wav\n", "row 1: id 'a/b' must be 1-63 letters"),
+    ("lines.csv", "id,audio\n.hidden,a.wav\n", "id '.hidden' must be"),
+    ("lines.csv", "id,audio\n" + "x" * 64 + ",a.wav\n", "must be 1-63 letters"),
+    ("lines.csv", "id,audio\na,a.wav\nb,b.wav\na,c.wav\n", "row 3: id 'a' is already used by row 1"),
+    ("lines.json", "{}", "must hold a JSON list of objects"),
+    ("lines.json", "[1, 2]", "must hold a JSON list of objects"),
+    ("lines.json", "[{\"id\": \"a\", \"audio\": \"a.wav\",", "is not valid JSON"),
+    ("lines.json", "[{\"id\": \"a\", \"audio\": \"a.wav\", \"start\": \"x\"}]", "start must be a whole frame number"),
+    ("lines.json", "[{\"id\": \"a\", \"audio\": \"a.wav\", \"start\": true}]",
+     "start must be a whole frame number, not true"),
+    ("lines.json", "[{\"id\": 7, \"audio\": \"a.wav\"}]", "item 1: 'id' must be text, not 7"),
 ])
-def test_bad_csv_manifests_say_what_is_wrong(tmp_path, text, message):
+def test_bad_manifests_say_what_is_wrong(tmp_path, name, text, message):
     with pytest.raises(ManifestError) as failure:
-        read_manifest(write(tmp_path / "lines.csv", text))
+        read_manifest(write(tmp_path / name, text))
     assert message in str(failure.value)
 
 
@@ -83,20 +90,6 @@ def test_every_problem_is_listed_by_row(tmp_path):
     text = str(failure.value)
     assert text.startswith("manifest lines.csv has 12 problem(s):") and "row 2: id 'bad id 0'" in text
     assert "row 11:" in text and "row 12:" not in text and "... and 2 more" in text
-
-
-@pytest.mark.parametrize("text, message", [
-    ("{}", "must hold a JSON list of objects"),
-    ("[1, 2]", "must hold a JSON list of objects"),
-    ("[{\"id\": \"a\", \"audio\": \"a.wav\",", "is not valid JSON"),
-    ("[{\"id\": \"a\", \"audio\": \"a.wav\", \"start\": \"x\"}]", "start must be a whole frame number"),
-    ("[{\"id\": \"a\", \"audio\": \"a.wav\", \"start\": true}]", "start must be a whole frame number, not true"),
-    ("[{\"id\": 7, \"audio\": \"a.wav\"}]", "item 1: 'id' must be text, not 7"),
-])
-def test_bad_json_manifests_say_what_is_wrong(tmp_path, text, message):
-    with pytest.raises(ManifestError) as failure:
-        read_manifest(write(tmp_path / "lines.json", text))
-    assert message in str(failure.value)
 
 
 def test_other_files_are_not_manifests(tmp_path):
@@ -192,7 +185,8 @@ def test_a_run_then_a_resumed_run(shot):
     assert results[1].error == "cannot read the sound of strip 'l2'"
     assert results[3].error == f"audio file not found: {lines[3].audio}"
     assert animate.calls == ["l1", "l2", "l3", "l5"]  # line 4 never reached the animation
-    assert (out / "l1.blend").read_text() == "blend of l1 from sound 1" and (out / "l1.glb").read_text().startswith("gltf")
+    assert (out / "l1.blend").read_text() == "blend of l1 from sound 1"
+    assert (out / "l1.glb").read_text() == "gltf of l1 from sound 1"
     assert not (out / "l2.blend").exists() and not (out / "l2.mimic.json").exists()
     assert sorted(f.name for f in out.iterdir()) == sorted(f"l{n}{s}" for n in (1, 3, 5) for s in (".blend", ".glb",
                                                                                                    ".mimic.json"))
@@ -277,7 +271,8 @@ def test_summary(shot):
     assert report["lines_per_minute"] > 0
     rows = {row["id"]: row for row in report["results"]}
     assert rows["l1"]["status"] == "done" and rows["l1"]["frames"] == 10 and "error" not in rows["l1"]
-    assert rows["l4"] == {"number": 4, "id": "l4", "status": "failed", "error": f"audio file not found: {lines[3].audio}"}
+    assert rows["l4"] == {"number": 4, "id": "l4", "status": "failed",
+                          "error": f"audio file not found: {lines[3].audio}"}
     again = core.summary(core.plan(lines[:1], out, ("blend",), {"target": "Head"}, style_key), {})
     assert again["ok"] is True and again["lines"]["skipped"] == 1 and again["lines_per_minute"] is None
     core.write_json(out / "summary.json", report)
