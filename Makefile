@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup check test lint test-blender-versions demo bench results extension clean
+.PHONY: setup check test lint test-blender-versions demo bench bench-lines results extension clean
 
 setup: $(READY)
 
@@ -38,6 +38,10 @@ demo: $(READY)
 
 bench: $(READY)
 	$(PY) -m mimic.bench generate
+
+# mimic lines on 100 dialogue lines (BENCHMARKS.md), about 5 minutes on 2 cores
+bench-lines: $(READY)
+	$(PY) -m benchmarks.lines
 
 # docs/RESULTS.md: the ablation of the four constraints on the synthetic benchmark, about 20 min a
 # seed on 2 cores (docs/RESULTS.md holds SEEDS=0,1; a seed already run is not run again)

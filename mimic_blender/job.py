@@ -22,7 +22,7 @@ from .core import mapping
 from .core.character import Carried, CharacterInputs, KeyOutputs, carry, report_line
 from .core.compute import compute, summary
 from .core.errors import JobError
-from .core.settings import Inputs, Outputs, Settings, sampled
+from .core.settings import Audio, Inputs, Outputs, Settings, SoundSpan, sampled
 from .core.sources import read_style_file
 
 
@@ -53,14 +53,27 @@ def find_strip(scene, name: str | None):
     raise JobError("select one sound strip in the Video Sequencer (the dialogue to animate)")
 
 
-def gather(context, target, strip, style: Style, settings: Settings, model_rate: int = 16000) -> Inputs:
+def check_target(target) -> None:
     if target is None or target.type != "MESH":
         raise JobError("the target must be a mesh object (select the head)")
-    scene = context.scene
+
+
+def gather(context, target, strip, style: Style, settings: Settings, model_rate: int = 16000) -> Inputs:
+    """Inputs for animating `target` to the sound strip `strip` (its audio decoded here, see
+    scene_io.read_strip_audio)."""
+    check_target(target)
     first, end, _ = scene_io.strip_timing(strip)
+    return target_inputs(context, target, strip.name, first, end - first,
+                         scene_io.read_strip_audio(strip, context.scene, model_rate), style, settings)
+
+
+def target_inputs(context, target, name: str, first_frame: int, frames: int | None, audio: Audio | SoundSpan,
+                  style: Style, settings: Settings) -> Inputs:
+    """Inputs for animating the mesh `target` from frame `first_frame` (`frames` of them, None: as
+    long as the audio lasts) to `audio`; `name` names the result's action."""
     rest = scene_io.rest_vertices(target)
-    inputs = Inputs(target.name, strip.name, first, end - first, scene_io.scene_fps(scene), rest,
-                    mapping.unit_factor(rest, settings.units), scene_io.read_strip_audio(strip, scene, model_rate))
+    inputs = Inputs(target.name, name, first_frame, frames, scene_io.scene_fps(context.scene), rest,
+                    mapping.unit_factor(rest, settings.units), audio)
     if style.code is not None:
         inputs.style_code = list(style.code)
     else:

@@ -25,7 +25,7 @@ def reset() -> None:
 
 def mesh_object(name: str, vertices: np.ndarray, scene=None, faces: np.ndarray | None = None):
     """A mesh object of `vertices`, loose (the model head's path only cares about positions) or with
-    triangles `faces` (what a character fit needs)."""
+    triangles `faces` (what a character fit and a glTF export need)."""
     scene = scene or bpy.context.scene
     mesh = bpy.data.meshes.new(name)
     if faces is None:

@@ -227,6 +227,9 @@ def test_read_audio_cuts_a_16k_wav_exactly(s, io):
     np.testing.assert_array_equal(np.load(reply["audio"]), speech[1234:40_000])
     past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100, stop=len(speech) + 900)
     assert past_the_end["samples"] == 100
+    for to_the_end in (dict(stop=None), {}):  # stop null or left out: the whole rest of the file
+        rest = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, **to_the_end)
+        np.testing.assert_array_equal(np.load(rest["audio"]), speech[1234:])
 
 
 def test_read_audio_mixes_and_resamples_other_files(s):

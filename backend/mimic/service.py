@@ -171,8 +171,9 @@ class Service:
         cannot decode audio itself."""
         rate = self._model().config.sample_rate
         path = p.field(m, "path", str)
-        start, stop = p.field(m, "start", int), p.field(m, "stop", int)
-        if not 0 <= start < stop:
+        start = p.field(m, "start", int)
+        stop = None if m.get("stop") is None else p.field(m, "stop", int)  # None: to the end
+        if start < 0 or stop is not None and stop <= start:
             raise p.ProtocolError(p.BAD_REQUEST, f"read_audio: need 0 <= start < stop; got {start}, {stop}")
         samples = load_audio(path, rate)[start:stop]
         if samples.size == 0:

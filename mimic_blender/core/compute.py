@@ -46,13 +46,17 @@ def audio_file(backend, inputs: Inputs) -> tuple[str, int]:
             Path(path).unlink(missing_ok=True)
 
 
+def check_vertex_count(backend, target_name: str, count: int) -> None:
+    expected = backend.facts["model"]["vertex_count"]
+    if count != expected:
+        raise JobError(f"'{target_name}' has {count} vertices but the model animates {expected}: use a head "
+                       "with the model's topology (FLAME: 5023)")
+
+
 def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = None,
             cancelled: Callable[[], bool] | None = None) -> Outputs:
     backend = session.backend(settings)
-    facts = backend.facts["model"]
-    if len(inputs.rest) != facts["vertex_count"]:
-        raise JobError(f"'{inputs.target_name}' has {len(inputs.rest)} vertices but the model animates "
-                       f"{facts['vertex_count']}: use a head with the model's topology (FLAME: 5023)")
+    check_vertex_count(backend, inputs.target_name, len(inputs.rest))
     code = inputs.style_code
     if code is None:
         code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
@@ -67,9 +71,11 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     finally:
         for name in ("mean", "basis", "weights"):
             Path(result[name]).unlink(missing_ok=True)
-    basis, tracks = mapping.unit_tracks(basis * inputs.factor,
-                                        mapping.tracks_at_scene_frames(weights, result["fps"], inputs.scene_fps,
-                                                                       inputs.frames))
+    frames = inputs.frames
+    if frames is None:
+        frames = mapping.resample_count(result["frames"], result["fps"], inputs.scene_fps)
+    tracks = mapping.tracks_at_scene_frames(weights, result["fps"], inputs.scene_fps, frames)
+    basis, tracks = mapping.unit_tracks(basis * inputs.factor, tracks)
     return Outputs(mean * inputs.factor, basis, tracks, result["max_error"], code)
 
 
@@ -78,5 +84,5 @@ def print_progress(done: int, total: int, stage: str) -> None:
 
 
 def summary(inputs: Inputs, outputs: Outputs) -> str:
-    return (f"{inputs.frames} frames on '{inputs.target_name}' from '{inputs.strip_name}': {len(outputs.basis)} shapes, "
-            f"largest vertex error {outputs.max_error * 1e6:.1f} µm (model units)")
+    return (f"{len(outputs.tracks)} frames on '{inputs.target_name}' from '{inputs.strip_name}': "
+            f"{len(outputs.basis)} shapes, largest vertex error {outputs.max_error * 1e6:.1f} µm (model units)")

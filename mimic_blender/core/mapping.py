@@ -9,6 +9,7 @@ import numpy as np
 from .backend_source import load
 
 sample_weights = load("frames").sample_weights
+resample_count = load("frames").resample_count
 
 NOMINAL_HEAD_RADIUS = 0.1  # metres: RMS distance of a FLAME head's vertices from their centroid, roughly
 UNITS = {"METRES": 1.0, "CENTIMETRES": 100.0, "MILLIMETRES": 1000.0}

@@ -39,7 +39,7 @@ class SoundSpan:
     path: str  # the sound's file (for a packed sound, where it was: its suffix names the format)
     data: bytes | None  # a packed sound
     start: int
-    stop: int
+    stop: int | None  # None: to the end of the sound
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Inputs:
     target_name: str
     strip_name: str
     first_frame: int
-    frames: int  # scene frames to key
+    frames: int | None  # scene frames to key; None: as many as the audio lasts (as `mimic generate --fps` counts)
     scene_fps: float
     rest: np.ndarray  # (V, 3) target rest shape, mesh units
     factor: float  # mesh units per model unit
