@@ -148,11 +148,15 @@ def run(argv: list[str]) -> int:
 
 
 def cli_command(argv: list[str]) -> int:
-    """`blender --command mimic ...` (registered by the add-on): one shot, or `lines ...`."""
+    """`blender --command mimic ...` (registered by the add-on): one shot, `lines ...` or `retarget ...`."""
     if argv[:1] == ["lines"]:
         from . import lines  # it imports this module
 
         return lines.run(argv[1:])
+    if argv[:1] == ["retarget"]:
+        from . import retarget
+
+        return retarget.run(argv[1:])
     return run(argv)
 
 
