@@ -29,7 +29,7 @@ demo: $(READY)
 	$(PY) demo/run.py
 
 bench: $(READY)
-	$(PY) -m mimic.bench generate
+	$(PY) benchmarks/generate.py
 
 # docs/RESULTS.md: the ablation of the four constraints on the synthetic benchmark, about 20 min a
 # seed on 2 cores (docs/RESULTS.md holds SEEDS=0,1; a seed already run is not run again)

@@ -42,7 +42,7 @@ from .checkpoint import load_model, save_model
 from .errors import MimicError
 from .generate import normalise, pick_device
 from .losses import OFFICIAL_INVERSE_DECAY, OFFICIAL_WEIGHTS, TERMS, Objective, TrainingStep
-from .model import AUDIO_BACKBONES, Mimic, MimicConfig
+from .model import AUDIO_BACKBONES, Mimic, MimicConfig, audio_backbone
 
 STATE_FILE = "training_state.pt"
 STATE_FORMAT, STATE_VERSION = "mimic-training", 1
@@ -300,7 +300,7 @@ def _audio_geometry(base: dict, overrides: dict) -> dict:
     kind = overrides.get("model_type", base["model_type"])
     if kind not in AUDIO_BACKBONES:
         raise MimicError(f"model.audio_model.model_type must be one of {sorted(AUDIO_BACKBONES)}, not {kind!r}")
-    config_class = AUDIO_BACKBONES[kind][0]
+    config_class = audio_backbone(kind)[0]
     if kind != base["model_type"]:
         base = config_class().to_dict()
     for key, value in overrides.items():
@@ -333,12 +333,12 @@ def _pretrained_geometry(folder: Path) -> dict:
         raise MimicError(f"{config_file} is not a readable model config ({e})") from None
     if kind not in AUDIO_BACKBONES:
         raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(AUDIO_BACKBONES)}")
-    return AUDIO_BACKBONES[kind][0].from_pretrained(folder, local_files_only=True).to_dict()
+    return audio_backbone(kind)[0].from_pretrained(folder, local_files_only=True).to_dict()
 
 
 def load_pretrained_audio(model: Mimic, folder: Path) -> None:
     """The backbone's weights from a local Hugging Face folder (e.g. facebook/wav2vec2-base-960h)."""
-    model_class = AUDIO_BACKBONES[model.config.audio_model["model_type"]][1]
+    model_class = audio_backbone(model.config.audio_model["model_type"])[1]
     try:
         pretrained = model_class.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
