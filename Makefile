@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup check test lint test-blender-versions demo bench bench-lines results extension clean
+.PHONY: setup check test lint test-blender-versions demo demo-character bench bench-lines results extension clean
 
 setup: $(READY)
 
@@ -36,8 +36,12 @@ test-blender-versions:
 demo: $(READY)
 	$(PY) demo/run.py
 
+# The demo model's motion on a character of another topology, both modes (docs/images/character.png)
+demo-character: $(READY)
+	$(PY) -m demo.character
+
 bench: $(READY)
-	$(PY) -m mimic.bench generate
+	$(PY) benchmarks/generate.py
 
 # mimic lines on 100 dialogue lines (BENCHMARKS.md), about 5 minutes on 2 cores
 bench-lines: $(READY)

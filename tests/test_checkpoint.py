@@ -5,6 +5,8 @@ import json
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -326,3 +328,27 @@ def test_saved_config_is_plain_json(tmp_path, tiny_config, tiny_hubert):
     assert meta["format"] == "mimic" and meta["version"] == 1
     assert as_json(MimicConfig(**meta["config"])) == as_json(config)
     assert meta["config"]["audio_model"]["model_type"] == "hubert"
+
+
+def test_checkpoint_of_the_legacy_format_loads_too(tmp_path, tiny_checkpoint, tiny_model):
+    """Zip checkpoints (PyTorch >= 1.6) are memory-mapped; the older format cannot be, and is read whole."""
+    legacy = tmp_path / "legacy.pth"
+    shutil.copytree(tiny_checkpoint.parent / "tiny-wav2vec2", tmp_path / "tiny-wav2vec2")
+    torch.save(torch.load(tiny_checkpoint, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:4] != b"PK\x03\x04" and tiny_checkpoint.read_bytes()[:4] == b"PK\x03\x04"
+    loaded = load_model(legacy)
+    for (name, mine), (_, theirs) in zip(loaded.state_dict().items(), tiny_model.state_dict().items()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_imports_only_what_runs(tiny_checkpoint):
+    """The command imports no torch before it parses its arguments, and loading a wav2vec2 model
+    imports the wav2vec2 modules of transformers, not its other models."""
+    code = (f"import json, sys, mimic.cli; assert 'torch' not in sys.modules; "
+            f"from mimic.checkpoint import load_model; load_model({str(tiny_checkpoint)!r}); "
+            f"print(json.dumps([m for m in sys.modules if m.startswith('transformers.models.')]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    modules = json.loads(run.stdout)
+    assert "transformers.models.wav2vec2.modeling_wav2vec2" in modules
+    assert not [m for m in modules if "hubert" in m]

@@ -18,17 +18,16 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import HubertConfig
 
 from . import protocol as p
 from .errors import MimicError
-from .model import AUDIO_BACKBONES, Mimic, MimicConfig, wav2vec2_base_geometry
+from .model import AUDIO_BACKBONES, Mimic, MimicConfig, audio_backbone, wav2vec2_base_geometry
 
 FORMAT_NAME, FORMAT_VERSION = "mimic", 1
 
 BUILTIN_AUDIO_MODELS = {
     "facebook/wav2vec2-base-960h": wav2vec2_base_geometry,
-    "facebook/hubert-base-ls960": lambda: HubertConfig().to_dict(),
+    "facebook/hubert-base-ls960": lambda: audio_backbone("hubert")[0]().to_dict(),
 }
 
 # Official state-dict name -> ours; anchored patterns, first match wins.
@@ -86,10 +85,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mimic:
 
 
 def read_official(path: Path) -> dict:
+    """The checkpoint dict. A zip archive (every torch.save since PyTorch 1.6) is memory-mapped:
+    its tensors are read from the file when first used, and the keys never loaded are never read."""
     try:
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
         # torch wraps every failure of its restricted unpickler in "Weights only load failed";
         # only a refused global/class/function means the file needs code (garbage gives e.g.
@@ -185,7 +188,7 @@ def resolve_audio_model(name: str, base_dir: Path) -> dict:
             if kind not in AUDIO_BACKBONES:
                 raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(AUDIO_BACKBONES)}",
                                  p.BAD_CHECKPOINT)
-            return AUDIO_BACKBONES[kind][0].from_pretrained(folder, local_files_only=True).to_dict()
+            return audio_backbone(kind)[0].from_pretrained(folder, local_files_only=True).to_dict()
     raise MimicError(
         f"audio model {name!r} is not built in ({', '.join(BUILTIN_AUDIO_MODELS)}) and no folder with its "
         f"config.json was found (looked in {', '.join(str(c) for c in candidates)})", p.BAD_CHECKPOINT)

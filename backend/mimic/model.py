@@ -12,24 +12,34 @@ H heads, D head dim, K audio features per motion frame (1, or 2 for BIWI).
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 
 from .errors import MimicError
 
-AUDIO_BACKBONES = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel)}
+# model_type -> (transformers module, class prefix) of the supported audio backbones
+AUDIO_BACKBONES = {"wav2vec2": ("wav2vec2", "Wav2Vec2"), "hubert": ("hubert", "Hubert")}
 ALIGNMENTS = ("conv", "interpolate", "pair")
+
+
+def audio_backbone(kind: str) -> tuple[type, type]:
+    """(config class, model class) of an audio backbone. Imported when first needed, from the
+    concrete transformers modules: the package's lazy namespace costs a second more to import."""
+    module, prefix = AUDIO_BACKBONES[kind]
+    configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
+    modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+    return getattr(configuration, f"{prefix}Config"), getattr(modeling, f"{prefix}Model")
 
 
 def wav2vec2_base_geometry() -> dict:
     """Geometry of facebook/wav2vec2-base-960h (the released Mimic's audio encoder)."""
-    return Wav2Vec2Config(vocab_size=32, feat_proj_dropout=0.1).to_dict()
+    return audio_backbone("wav2vec2")[0](vocab_size=32, feat_proj_dropout=0.1).to_dict()
 
 
 @dataclass
@@ -147,7 +157,7 @@ class AudioEncoder(nn.Module):
     def __init__(self, config: MimicConfig):
         super().__init__()
         self.alignment = config.alignment
-        config_class, model_class = AUDIO_BACKBONES[config.audio_model["model_type"]]
+        config_class, model_class = audio_backbone(config.audio_model["model_type"])
         self.backbone = model_class(config_class.from_dict(config.audio_model))
         width = self.backbone.config.hidden_size
         self.downsample = nn.Conv1d(width, width, 15, stride=2, padding=7) if config.alignment == "conv" else None
@@ -362,9 +372,11 @@ class Decoder(nn.Module):
         return self.motion_out.weight.T @ self.motion_in.weight.T, self.motion_in(self.motion_out.bias)
 
     def forward(self, features: torch.Tensor, style: torch.Tensor, init_state: torch.Tensor,
-                feedback: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                feedback: tuple[torch.Tensor, torch.Tensor] | None = None,
+                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
         """features (B, T*K, C), style (B, C), init_state (B, M) -> motion (B, T, M). feedback:
-        `self.feedback()`, computed once by a caller that decodes many windows with the same weights."""
+        `self.feedback()`, computed once by a caller that decodes many windows with the same weights.
+        on_frame(n) is called after each frame with the number of frames done (progress, cancel)."""
         context = self.prepare(features, style)
         weight, bias = self.feedback() if feedback is None else feedback
         inputs = bias + context.positions  # (T, C): frame i's input less the fed-back output of frame i - 1
@@ -372,6 +384,8 @@ class Decoder(nn.Module):
         for i in range(len(inputs)):
             h, past = self.step(self.drop(x), i, past, context)  # (B, C)
             outputs.append(h)
+            if on_frame is not None:
+                on_frame(i + 1)
             if i + 1 < len(inputs):
                 x = torch.addmm(inputs[i + 1], h, weight)  # (B, C): frame i + 1's input
         return self.motion_out(torch.stack(outputs, dim=1))  # (B, T, M)

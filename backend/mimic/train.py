@@ -29,7 +29,7 @@ import yaml
 from .checkpoint import load_model
 from .errors import MimicError
 from .losses import TERMS, TrainingStep
-from .model import AUDIO_BACKBONES, Mimic, MimicConfig
+from .model import Mimic, MimicConfig, audio_backbone
 from .run_state import (Distributed, distributed_from_env, parameter_checksum, read_state, rng_state, seed_everything,
                         set_rng_state, setup_device, write_checkpoint)
 from .train_config import TrainConfig, build_config, load_config
@@ -38,7 +38,7 @@ from .windows import Batch, WindowBatches, collate, plan_epoch
 
 def load_pretrained_audio(model: Mimic, folder: Path) -> None:
     """The backbone's weights from a local Hugging Face folder (e.g. facebook/wav2vec2-base-960h)."""
-    model_class = AUDIO_BACKBONES[model.config.audio_model["model_type"]][1]
+    model_class = audio_backbone(model.config.audio_model["model_type"])[1]
     try:
         pretrained = model_class.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:

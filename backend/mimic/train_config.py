@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from .errors import MimicError
 from .losses import OFFICIAL_INVERSE_DECAY, OFFICIAL_WEIGHTS, TERMS, Objective
-from .model import AUDIO_BACKBONES, MimicConfig
+from .model import AUDIO_BACKBONES, MimicConfig, audio_backbone
 from .windows import MIN_FRAMES
 
 PRESETS = ("hdtf", "vocaset", "biwi")
@@ -245,7 +245,7 @@ def _audio_geometry(base: dict, overrides: dict) -> dict:
     kind = overrides.get("model_type", base["model_type"])
     if kind not in AUDIO_BACKBONES:
         raise MimicError(f"model.audio_model.model_type must be one of {sorted(AUDIO_BACKBONES)}, not {kind!r}")
-    config_class = AUDIO_BACKBONES[kind][0]
+    config_class = audio_backbone(kind)[0]
     if kind != base["model_type"]:
         base = config_class().to_dict()
     for key, value in overrides.items():
@@ -278,4 +278,4 @@ def _pretrained_geometry(folder: Path) -> dict:
         raise MimicError(f"{config_file} is not a readable model config ({e})") from None
     if kind not in AUDIO_BACKBONES:
         raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(AUDIO_BACKBONES)}")
-    return AUDIO_BACKBONES[kind][0].from_pretrained(folder, local_files_only=True).to_dict()
+    return audio_backbone(kind)[0].from_pretrained(folder, local_files_only=True).to_dict()
