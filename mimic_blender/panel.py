@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import job, scene_io
+from . import job, prewarm, scene_io
+from .core import session
 from .core.errors import JobError
 
 
@@ -20,6 +21,7 @@ class MIMIC_PT_main(bpy.types.Panel):
     bl_category = "Mimic"
 
     def draw(self, context):
+        prewarm.kick(context)
         layout = self.layout
         scene, wm, settings = context.scene, context.window_manager, context.scene.mimic
         obj = context.active_object
@@ -61,6 +63,7 @@ class MIMIC_PT_main(bpy.types.Panel):
             layout.label(text="Esc to cancel", icon="CANCEL")
         else:
             layout.operator("mimic.speaker_style", icon="PLAY_SOUND")
+        layout.label(text=session.status(), icon="CONSOLE")
 
 
 CLASSES = (MIMIC_UL_styles, MIMIC_PT_main)

@@ -68,8 +68,8 @@ def addon(tmp_path_factory):
     prefs.python = sys.executable
     prefs.checkpoint = str(CHECKPOINT)
     modules = SimpleNamespace(prefs=prefs, **{name.rpartition(".")[2]: importlib.import_module(f"{MODULE}.{name}")
-                                              for name in ("batch", "job", "operators", "properties", "scene_io",
-                                                           "core.compute", "core.errors", "core.session",
+                                              for name in ("batch", "job", "operators", "prewarm", "properties",
+                                                           "scene_io", "core.compute", "core.errors", "core.session",
                                                            "core.settings", "core.worker")})
     assert Path(modules.job.__file__).is_relative_to(tmp)  # the built extension, not the checkout
     yield modules
@@ -365,6 +365,14 @@ def test_worker_thread_runs_and_cancels_like_the_modal_operator(addon, scene, ex
     assert np.array_equal(bs.vertices_at(head, checked_frames(expected)), before)
 
 
+def test_opening_a_shot_in_background_mode_starts_no_backend(addon, shot):
+    stop_backend(addon.session)
+    bpy.ops.wm.open_mainfile(filepath=str(shot))  # it has Mimic data (a style source), so a window would prewarm
+    assert addon.prewarm.has_mimic_data() and addon.prewarm.on_load_post in bpy.app.handlers.load_post
+    time.sleep(0.5)
+    assert addon.session._backend is None and not addon.session._lock.locked()
+
+
 def test_wrong_vertex_count_is_refused(addon, scene):
     small = bs.mesh_object("Small", np.random.default_rng(0).normal(size=(10, 3)) * 0.1, scene)
     rest = bs.mesh_vertices(small)
@@ -548,7 +556,7 @@ def test_batch(addon, shot, expected, tmp_path, command):
     done = subprocess.run(command + args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"mimic: saved {out}: ") and "on 'Head' from 'Line01'" in done.stderr
-    assert "mimic: generate" in done.stderr  # progress
+    assert "mimic: Generating " in done.stderr  # progress
     bpy.ops.wm.open_mainfile(filepath=str(out))
     head = bpy.data.objects["Head"]
     assert all(name.startswith("Mimic.") for name in bs.shape_key_names(head)[1:]) and mimic_actions() == \

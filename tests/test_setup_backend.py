@@ -73,3 +73,12 @@ def test_unknown_torch_flavour_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="'rocm'"):
         setup_backend.setup_backend(tmp_path / "venv", ROOT / "backend", "rocm", on_line=print)
     assert not (tmp_path / "venv").exists()
+
+
+def test_cancel_stops_the_running_step(tmp_path):
+    """Esc on Set up Backend: the running step (here pip's upgrade) is killed, no later step runs."""
+    lines: list[str] = []
+    with pytest.raises(setup_backend.SetupError, match="cancelled while trying to upgrade pip"):
+        setup_backend.setup_backend(tmp_path / "venv", ROOT / "backend", "cpu", on_line=lines.append,
+                                    cancelled=lambda: any(line.startswith("[upgrade pip]") for line in lines))
+    assert [line.split("]")[0] for line in lines if line.startswith("[")] == ["[create the environment", "[upgrade pip"]
