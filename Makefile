@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup test test-blender-versions demo bench results extension clean
+.PHONY: setup gui-setup test test-blender-versions demo bench results extension clean
 
 setup: $(READY)
 
@@ -11,7 +11,12 @@ $(READY): install/setup.sh backend/pyproject.toml
 	install/setup.sh
 	touch $@
 
-test: $(READY)
+# The windowed Blender of tests/gui (../shared/tools/gui-blender --setup, numpy in its chroot); as
+# root only: elsewhere it says why and the gui tests skip saying the same.
+gui-setup:
+	tests/gui/setup.sh
+
+test: $(READY) gui-setup
 	$(PY) -m pytest -q tests
 
 # The Blender tests again on the other supported releases (bpy from PyPI, one venv each). PyPI's

@@ -222,6 +222,14 @@ def steps():
     region.tag_redraw()  # as any event over the sidebar does
     R["redraw_prewarm"] = {"seconds": (yield from until(lambda: session().status().startswith("Backend ready"), 60))}
     R["redraw_prewarm"].update(draws=R["draws"] - draws, status=session().status())
+
+    warm, cold = [], []  # the same click with the backend warm, then cold (what the prewarm saves)
+    for name, samples in (("warm_click", warm), ("cold_click", cold)):
+        if samples is cold:
+            session().stop()
+        R[name] = {"invoke": press(window, area, region)}
+        R[name]["seconds"] = yield from watch(window, samples)
+        R[name]["samples"] = samples
     R["pid_at_quit"] = pid()
 
 
