@@ -146,9 +146,8 @@ def timed_process(*args: str, repeat: int = REPEAT) -> tuple[Clock, dict]:
 
 def role_official(checkpoint: str, audio_file: str, style_file: str, template_file: str, out: str) -> None:
     """The official demo loop, started the way this project started before it was made lazy."""
-    import transformers  # noqa: F401  the package namespace, as a script importing its classes does
-
     import torch
+    import transformers  # noqa: F401  the package namespace, as a script importing its classes does
 
     from mimic.checkpoint import config_from_official, official_to_ours
     from mimic.files import load_audio
@@ -169,7 +168,8 @@ def role_official(checkpoint: str, audio_file: str, style_file: str, template_fi
         step = config.samples_per_frame
         for w in plan_windows(len(audio) // step, config.window, config.overlap):
             started = time.perf_counter()
-            features = model.audio_encoder(torch.from_numpy(normalise(audio[w.start * step:w.end * step]))[None], w.frames)
+            features = model.audio_encoder(torch.from_numpy(normalise(audio[w.start * step:w.end * step]))[None],
+                                           w.frames)
             encoded = time.perf_counter()
             motion = model.decoder.forward_recompute(features, style, init_state)[0]  # (n, M)
             decoder += time.perf_counter() - encoded
@@ -236,7 +236,8 @@ def print_whole(seconds: float, result: dict) -> dict:
     print(f"{'':34} {'process s':>9}  {'inside s':>8}  {'others':>6}  vs official")
     for name in ("mimic generate (fp32)", "mimic generate --precision fast"):
         clock = rows[name][0]
-        print(f"{name:34} {clock.seconds:9.2f}  {'':>8}  {clock.others:6.0%}  x{official_clock.seconds / clock.seconds:.2f}"
+        print(f"{name:34} {clock.seconds:9.2f}  {'':>8}  {clock.others:6.0%}  "
+              f"x{official_clock.seconds / clock.seconds:.2f}"
               f"  (max |ours - official| {1000 * deviations[name]:.4f} mm)")
     print(f"{'official loop':34} {official_clock.seconds:9.2f}  {official['generation']:8.2f}  "
           f"{official_clock.others:6.0%}  (inside: encoder {official['encoder']:.2f} s, "
@@ -275,7 +276,8 @@ def precision_table(files: dict, seconds: float) -> dict:
     exact = results["fp32"][1]
     size = np.linalg.norm(exact, axis=-1)
     print(f"\nprecision of the audio encoder, {seconds:g} s of speech, generator in-process (audio encoder + decoder)")
-    print(f"motion (random weights): largest vertex offset {1000 * size.max():.2f} mm, RMS {1000 * np.sqrt((size**2).mean()):.2f} mm")
+    print(f"motion (random weights): largest vertex offset {1000 * size.max():.2f} mm, "
+          f"RMS {1000 * np.sqrt((size**2).mean()):.2f} mm")
     print(f"{'precision':10} {'seconds':>8}  {'speed-up':>8}  {'others':>6}  {'max deviation mm':>16}  {'RMS mm':>8}")
     table = {}
     for precision, (clock, motion) in results.items():
@@ -325,13 +327,15 @@ def main() -> None:
         tmp = Path(tmp)
         with Clock() as clock:
             files = write_inputs(tmp, lengths)
-        print(f"inputs and a {files['checkpoint'].stat().st_size / 1e6:.0f} MB checkpoint written in {clock.seconds:.1f} s")
+        print(f"inputs and a {files['checkpoint'].stat().st_size / 1e6:.0f} MB checkpoint "
+              f"written in {clock.seconds:.1f} s")
         ratios = {s: print_whole(s, whole_processes(files, s, tmp)) for s in lengths}
         table = precision_table(files, max(lengths))
         latencies = cancel_latency(files, max(lengths), tmp)
     print("\ntargets")
     for s, r in ratios.items():
-        print(f"  {s:g} s: whole process / wav2vec2 alone {r['ours / wav2vec2']:.2f} (<= 1.5: {met(r['ours / wav2vec2'] <= 1.5)}); "
+        print(f"  {s:g} s: whole process / wav2vec2 alone {r['ours / wav2vec2']:.2f} "
+              f"(<= 1.5: {met(r['ours / wav2vec2'] <= 1.5)}); "
               f"official loop process / ours x{r['official / ours']:.2f} (>= 2: {met(r['official / ours'] >= 2)}); "
               f"official generation alone / our whole process x{r['official generation / ours']:.2f} "
               f"(> 1: {met(r['official generation / ours'] > 1)})")

@@ -26,7 +26,8 @@ from .core.settings import Settings
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mimic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="mimic", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("blend", help="the shot .blend")
     ap.add_argument("--target", required=True, help="name of the head mesh object to animate")
     ap.add_argument("--strip", help="name of the sound strip (default: the active one)")
@@ -135,8 +136,8 @@ def run(argv: list[str]) -> int:
             raise JobError(f"no object named '{args.target}'")
         settings = settings_from_args(context, args)
         strip = job.find_strip(scene, args.strip)
-        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=compute.print_progress,
-                       character=character_from_args(args))
+        done = job.run(context, target, strip, style_from_args(args, scene), settings,
+                       on_progress=compute.print_progress, character=character_from_args(args))
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)

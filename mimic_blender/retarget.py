@@ -65,8 +65,8 @@ def retarget(context, source, character, mode: str, spec: str, smoothness: float
     outputs = character_core.compact_motion(motion, settings.error_bound)
     made, quality = character_core.ensure_fit(wanted, settings, pending)
     carried = Carried(character_core.onto(outputs, wanted, settings), made, quality)
-    inputs = Inputs(source.name, f"retarget {source.name}", frames.start, len(frames), scene_io.scene_fps(context.scene),
-                    rest, 1.0, None)
+    inputs = Inputs(source.name, f"retarget {source.name}", frames.start, len(frames),
+                    scene_io.scene_fps(context.scene), rest, 1.0, None)
     return job.apply_character(context, inputs, wanted, carried, settings)
 
 

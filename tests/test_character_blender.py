@@ -1,7 +1,7 @@
 """Any character in real Blender, with a real backend and the demo model: the demo head fitted onto
 a character of another identity, remeshed (4x the triangles, vertices off the original ones), in
-centimetres, 3 m to the side, its mesh Y-up as an import leaves it; Mimic's motion carried onto it (dense) and onto its own
-ARKit-named shape keys (made from the synthetic rig's controls). The truth comes from the remesh:
+centimetres, 3 m to the side, its mesh Y-up as an import leaves it; Mimic's motion carried onto it (dense) and onto
+its own ARKit-named shape keys (made from the synthetic rig's controls). The truth comes from the remesh:
 every character vertex is a known mix of model vertices."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import bpy
 import numpy as np
 import pytest
 from mathutils import Matrix
+from paths import LINE, ROOT
 
 from mimic.character.landmarks import model_anchors
 from mimic.character.synthetic import arkit_fields, make_character
 from mimic.synth.head import build_head
 from mimic.synth.rig import Rig, identity_template
-from paths import LINE, ROOT
 
 DEMO = ROOT / "models" / "synth-demo"
 FPS = 25
@@ -247,4 +247,5 @@ def test_retarget_an_existing_animation(demo_model, world, model_motion, tmp_pat
 
     missing = subprocess.run([*RETARGET[form], str(shot), "--source", "Nobody", "--character", "Char", "--mode", mode,
                               "--save", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1] == "mimic: error: no object named 'Nobody'"
+    assert (missing.returncode == 1
+            and missing.stderr.strip().splitlines()[-1] == "mimic: error: no object named 'Nobody'")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -46,7 +47,8 @@ def wav2vec2_base_geometry() -> dict:
 class MimicConfig:
     vertex_count: int = 5023  # FLAME head
     fps: float = 25.0  # motion frames per second
-    alignment: str = "conv"  # audio 50 Hz -> frames: "conv" stride-2 conv (25 fps), "interpolate" linear (any fps), "pair" 2 features per frame
+    alignment: str = "conv"  # audio 50 Hz -> frames: "conv" stride-2 conv (25 fps), "interpolate" linear (any fps),
+                             # "pair" 2 features per frame
     feature_dim: int = 128  # width of style, content and audio codes and of the decoder
     hidden_size: int = 128  # width of the encoders' transformers
     conv_layers: int = 5  # conv blocks at the start of each motion encoder
@@ -95,7 +97,7 @@ class MimicConfig:
         return asdict(self)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "MimicConfig":
+    def preset(cls, name: str, **overrides) -> MimicConfig:
         """`hdtf` (the released model), `vocaset` (30 fps), `biwi` (25 fps, 23,370 vertices)."""
         presets = {
             "hdtf": dict(),
