@@ -3,16 +3,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup test test-blender-versions demo bench results extension clean
+.PHONY: setup check test lint test-blender-versions demo bench bench-lines results extension clean
 
 setup: $(READY)
 
-$(READY): install/setup.sh backend/pyproject.toml
+$(READY): install/setup.sh backend/pyproject.toml backend/torch.json
 	install/setup.sh
 	touch $@
 
+# Every edit: the tests that run in under a minute on 2 cores (no render, training, setup or Blender subprocesses).
+check: $(READY)
+	$(PY) -m pytest -q -m "not slow and not gui"
+
+# The whole suite, as CI runs it.
 test: $(READY)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
+
+lint: $(READY)
+	$(VENV)/bin/ruff check .
 
 # The Blender tests again on the other supported releases (bpy from PyPI, one venv each). PyPI's
 # bpy 4.2 is built without audio: it cannot make a sound strip (it reads them from a .blend, and the
@@ -29,7 +37,11 @@ demo: $(READY)
 	$(PY) demo/run.py
 
 bench: $(READY)
-	$(PY) benchmarks/generate.py
+	$(PY) -m benchmarks.generate
+
+# mimic lines on 100 dialogue lines (BENCHMARKS.md), about 5 minutes on 2 cores
+bench-lines: $(READY)
+	$(PY) -m benchmarks.lines
 
 # docs/RESULTS.md: the ablation of the four constraints on the synthetic benchmark, about 20 min a
 # seed on 2 cores (docs/RESULTS.md holds SEEDS=0,1; a seed already run is not run again)

@@ -20,7 +20,7 @@ class Serve:
         self.held: dict = {}  # id -> [(seconds, message)] read, not yet asked for
         self.next_id = 0
 
-    def __enter__(self) -> "Serve":
+    def __enter__(self) -> Serve:
         self.log = open(self.workdir / "serve.log", "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.log, cwd=self.workdir)
@@ -58,7 +58,7 @@ class Serve:
                 seen, message = self.replies.get(timeout=1)
             except queue.Empty:
                 if self.process.poll() is not None:
-                    raise SystemExit(f"mimic serve exited ({self.process.returncode}); see {self.log.name}")
+                    raise SystemExit(f"mimic serve exited ({self.process.returncode}); see {self.log.name}") from None
                 continue
             self.held.setdefault(message.get("id"), []).append((seen, message))
         raise SystemExit(f"no reply to request {id_} within {timeout} s")

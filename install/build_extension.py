@@ -2,8 +2,8 @@
 
     .venv/bin/python install/build_extension.py [--out dist/mimic-<version>.zip]
 
-Blender's builder skips symlinks, so the zip is built from a staged copy: the add-on
-(`mimic_blender/`, its `backend` symlink copied as real files), the manifest, and
+The zip is built from a staged copy: the add-on (`mimic_blender/`), the backend's source as its
+`backend/` folder (what Set up Backend installs and `mimic serve` runs from), the manifest, and
 `backend_defaults.json`, which points an extension built from a checkout at this checkout's
 `.venv` interpreter.
 """
@@ -13,18 +13,22 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "blender_manifest.toml"
 ADDON = ROOT / "mimic_blender"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"  # not resolved: the symlink's target is the base interpreter
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+BACKEND = ROOT / "backend"
+# not resolved: a venv's python is a link to the base interpreter
+VENV_PYTHON = ROOT / ".venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
 
 
 class BuildError(Exception):
@@ -44,7 +48,8 @@ def blender_scripts() -> Path:
 
 def stage(stage_dir: Path) -> None:
     """Lay out the extension's files in `stage_dir` (which must not exist yet)."""
-    shutil.copytree(ADDON, stage_dir, ignore=IGNORE)  # follows the backend symlink
+    shutil.copytree(ADDON, stage_dir, ignore=IGNORE)
+    shutil.copytree(BACKEND, stage_dir / "backend", ignore=IGNORE)
     shutil.copy2(MANIFEST, stage_dir)
     python = str(VENV_PYTHON) if VENV_PYTHON.is_file() else ""
     (stage_dir / "backend_defaults.json").write_text(json.dumps({"python": python}, indent=2) + "\n")

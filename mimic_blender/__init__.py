@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atexit
 
-# bpy and the modules that need it are imported in register(), so the plain modules (mapping,
-# client, setup_backend) import and test without Blender.
+# bpy and the modules that need it are imported in register(), so the bpy-free core (core/) imports
+# and tests without Blender.
 _cli_command = None
 
 
@@ -45,7 +45,7 @@ def unregister():
         return
     import bpy
 
-    from . import session
+    from .core import session
 
     session.stop()
     bpy.utils.unregister_cli_command(_cli_command)

@@ -19,7 +19,7 @@ from mimic.errors import MimicError
 from mimic.evaluate import evaluate_transfer, load_regions, transfer_lve
 from mimic.files import load_audio
 from mimic.model import Mimic, MimicConfig
-from mimic.train import build_config, parse_config
+from mimic.train_config import build_config, parse_config
 
 SYNTH = ["--speakers", "6", "--sentences-per-speaker", "2", "--vertices", "300", "--seed", "1"]
 TINY = {

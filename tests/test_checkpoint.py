@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from mimic import protocol as p
 from mimic.checkpoint import load_model, model_from_official, official_to_ours, save_model
 from mimic.errors import MimicError
 from mimic.model import Mimic, MimicConfig
@@ -39,7 +40,7 @@ def test_full_size_checkpoint_loads(full_params, full_state, tmp_path):
         (5023, 128, 5, 4, 150, "conv", 25.0)
     assert c.audio_model["model_type"] == "wav2vec2" and c.audio_model["hidden_size"] == 768
     parameters = dict(model.named_parameters())
-    assert all(p.is_meta for p in parameters.values())
+    assert all(t.is_meta for t in parameters.values())
     assert parameters["decoder.motion_out.weight"].shape == (15069, 128)
     # the unused nn.Transformer parts of the official decoder are never built
     assert not any("transformer_decoder" in k for k in model.state_dict())
@@ -215,7 +216,7 @@ def as_json(config: MimicConfig) -> dict:
 
 def test_project_round_trip(tmp_path, tiny_model, ref):
     folder = save_model(tiny_model, tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(f.name for f in folder.iterdir()) == ["config.json", "model.safetensors"]
     loaded = load_model(folder)
     assert not loaded.training
     assert as_json(loaded.config) == as_json(tiny_model.config)
@@ -254,13 +255,27 @@ def test_project_weights_of_another_network(tmp_path, tiny_model):
         load_model(folder)
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": "something-else", "config": {}}',
-                                     '{"format": "mimic", "version": 99, "config": {}}'])
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"format": "something-else", "config": {}}',
+                                     '{"format": "mimic", "version": 99, "config": {}}', '{"format": "mimic"}',
+                                     '{"format": "mimic", "config": [1]}', '{"format": "mimic", "config": {"colour": 1}}',
+                                     '{"format": "mimic", "config": {"alignment": "sideways"}}',
+                                     '{"format": "mimic", "config": {"fps": 30}}'])
 def test_project_bad_config(tmp_path, tiny_model, content):
+    """Each a bad checkpoint (the protocol's code), named: config.json, or the MimicConfig field."""
     folder = save_model(tiny_model, tmp_path / "model")
     (folder / "config.json").write_text(content)
-    with pytest.raises(MimicError, match="config.json"):
+    with pytest.raises(MimicError, match="config.json") as error:
         load_model(folder)
+    assert error.value.code == p.BAD_CHECKPOINT
+    for field in ("colour", "alignment", "fps"):
+        assert field not in content or field in str(error.value), str(error.value)
+
+
+def test_official_config_refused_by_the_network(full_params, full_state, tmp_path):
+    full_params["NETWORK"]["decoder"]["nhead"] = 3
+    with pytest.raises(MimicError, match="feature_dim 128 is not divisible by decoder_heads 3") as error:
+        model_from_official({"params": full_params, "model": full_state}, tmp_path, device="meta")
+    assert error.value.code == p.BAD_CHECKPOINT
 
 
 # ------------------------------------------------------------------------ HuBERT and presets
@@ -301,7 +316,7 @@ def test_preset_values():
     assert (biwi.vertex_count, biwi.alignment, biwi.features_per_frame) == (23370, "pair", 2)
     hdtf = MimicConfig.preset("hdtf")
     assert (hdtf.vertex_count, hdtf.alignment, hdtf.samples_per_frame) == (5023, "conv", 640)
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(MimicError, match="unknown preset"):
         MimicConfig.preset("nope")
 
 

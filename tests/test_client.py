@@ -12,17 +12,15 @@ import venv
 from pathlib import Path
 
 import numpy as np
+import paths
 import pytest
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mimic import protocol as p
+from mimic_blender.core.client import Backend
+from mimic_blender.core.errors import BackendError
 
-from mimic_blender.backend.mimic import protocol as p  # noqa: E402
-from mimic_blender.client import Backend, BackendError  # noqa: E402
-
-TINY = ROOT / "tests" / "fixtures" / "official_tiny"
-CHECKPOINT = str(TINY / "checkpoint.pth")
+CHECKPOINT = str(paths.CHECKPOINT)
 
 
 def gone(pid: int) -> bool:
@@ -41,10 +39,10 @@ def backend():
 
 
 def test_client_imports_nothing_heavy():
-    """Blender's Python has no torch or numpy: the client and the protocol must not need them."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import mimic_blender.client as c; "
-            "print(sorted(m for m in ('torch', 'numpy', 'mimic') if m in sys.modules)); print(c.BUNDLED_BACKEND)")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    """Blender's Python has no torch: the client and the protocol need neither it nor numpy."""
+    code = ("import sys, mimic_blender.core.client as c; "
+            "print(sorted(m for m in ('torch', 'numpy', 'mimic') if m in sys.modules)); print(c.SOURCE)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     heavy, bundled = out.stdout.splitlines()[-2:]
     assert heavy == "[]"
@@ -58,7 +56,7 @@ def test_stop_ends_the_process_and_removes_the_session_folder(backend):
     assert workdir.is_dir() and Path(workdir).name.startswith("mimic-session-")
 
     backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
-    with np.load(TINY / "io.npz") as io:
+    with np.load(paths.IO) as io:
         np.save(workdir / "speech.npy", io["speech_16k"][:16000])
         np.save(workdir / "reference.npy", io["style_motion"].reshape(-1, 64, 3) + io["template"].reshape(64, 3))
         np.save(workdir / "neutral.npy", io["template"].reshape(64, 3))
@@ -80,7 +78,7 @@ def test_a_killed_backend_is_reported_as_died(backend, tmp_path):
     backend.start()
     backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
     process, workdir = backend.process, backend.workdir
-    with np.load(TINY / "io.npz") as io:
+    with np.load(paths.IO) as io:
         np.save(workdir / "speech.npy", np.tile(io["speech_16k"], 8)[:60 * 16000])
     killed = []
 

@@ -12,12 +12,14 @@ import bpy
 import numpy as np
 import pytest
 import soundfile
-
 from blender_scene import reset, shape_key_action, shape_key_fcurves, shape_key_names, vertices_at
+from paths import ROOT
+
 from mimic.ablation import SYNTH
 from mimic.synth.head import build_head
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # renders
+
 FPS = 24
 
 

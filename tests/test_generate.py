@@ -138,7 +138,8 @@ def test_bf16_generation_stays_close_to_fp32(tiny_checkpoint, speech):
     code = style(exact)
     assert fast.precision == p.BF16
     first, *others = fast.model.audio_encoder.backbone.feature_extractor.conv_layers
-    assert first.conv.weight.dtype == torch.float32 and all(layer.conv.weight.dtype == torch.bfloat16 for layer in others)
+    assert first.conv.weight.dtype == torch.float32
+    assert all(layer.conv.weight.dtype == torch.bfloat16 for layer in others)
     assert all(w.dtype == torch.float32 for w in fast.model.decoder.parameters())  # the decoder is untouched
     a = np.concatenate(list(exact.stream(speech, code)))
     b = np.concatenate(list(fast.stream(speech, code)))

@@ -14,22 +14,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import paths
 import pytest
 import soundfile
 import soxr
+from paths import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mimic import protocol as p
+from mimic_blender.core.client import Backend
+from mimic_blender.core.errors import BackendError
 
-from mimic_blender.backend.mimic import protocol as p  # noqa: E402
-from mimic_blender.client import Backend, BackendError  # noqa: E402
-
-TINY = ROOT / "tests" / "fixtures" / "official_tiny"
-CHECKPOINT = str(TINY / "checkpoint.pth")
 V = 64  # the tiny checkpoint's vertex count
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
 RAW_ID = 100_000  # ids for raw requests, far from the client's counter
+
+CHECKPOINT = str(paths.CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,7 @@ def test_hello_reports_protocol_versions_and_devices(s):
     f = s.facts
     from mimic.precision import supported_precisions
 
-    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 3
+    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 4
     assert f["backend"] == mimic.__version__ and f["torch"] == torch.__version__
     assert "cpu" in f["devices"] and f["device"] in f["devices"]
     assert f["precisions"] == {d: supported_precisions(torch.device(d)) for d in f["devices"]}
@@ -234,6 +233,9 @@ def test_read_audio_cuts_a_16k_wav_exactly(s, io):
     np.testing.assert_array_equal(np.load(reply["audio"]), speech[1234:40_000])
     past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100, stop=len(speech) + 900)
     assert past_the_end["samples"] == 100
+    for to_the_end in (dict(stop=None), {}):  # stop null or left out: the whole rest of the file
+        rest = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, **to_the_end)
+        np.testing.assert_array_equal(np.load(rest["audio"]), speech[1234:])
 
 
 def test_read_audio_mixes_and_resamples_other_files(s):

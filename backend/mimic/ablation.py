@@ -256,7 +256,7 @@ def run(args, command: str) -> None:
     from .data import open_dataset
     from .evaluate import load_regions
     from .generate import pick_device
-    from .synth.dataset import SynthConfig, generate
+    from .synth.dataset import SynthConfig, write_dataset
 
     started = time.perf_counter()
     if args.steps < 1:
@@ -279,7 +279,7 @@ def run(args, command: str) -> None:
     data, out = Path(args.data), Path(args.out)
     if not (data / "synth.json").is_file():
         print(f"ablation: writing the benchmark to {data}", file=sys.stderr)
-        generate(data, SynthConfig(**SYNTH))
+        write_dataset(data, SynthConfig(**SYNTH))
     synth = json.loads((data / "synth.json").read_text())
     dataset = open_dataset("vocaset", data)
     regions = load_regions(data / "regions.json")

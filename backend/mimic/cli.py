@@ -176,12 +176,12 @@ def run_train(args) -> int | None:
 
 
 def run_synth(args) -> None:
-    from .synth.dataset import SynthConfig, generate
+    from .synth.dataset import SynthConfig, write_dataset
 
     started = time.perf_counter()
     config = SynthConfig(speakers=args.speakers, sentences_per_speaker=args.sentences_per_speaker,
                          vertices=args.vertices, seed=args.seed, voices=args.voices)
-    summary = generate(args.out, config)
+    summary = write_dataset(args.out, config)
     print(f"wrote {args.out}: {summary['files']} sequences of {config.speakers} subjects, {summary['transfer']} "
           f"style-transfer ground truths, {summary['vertex_count']} vertices at {summary['fps']:g} fps "
           f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)

@@ -9,8 +9,8 @@ there, and errors are measured per vertex in 3-D after mapping back through Q.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -11,8 +11,8 @@ memory stays bounded whatever the length. The audio encoder may run at a lower p
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -129,7 +129,8 @@ class Generator:
             done += window.frames - window.keep
             yield motion[window.keep:].reshape(-1, self.config.vertex_count, 3).float().cpu().numpy()
 
-    def _features(self, audio: np.ndarray, windows: list[Window], on_encoded: Callable[[int], None]) -> list[torch.Tensor]:
+    def _features(self, audio: np.ndarray, windows: list[Window],
+                  on_encoded: Callable[[int], None]) -> list[torch.Tensor]:
         """Audio features (n, C) of every window; windows of equal length are encoded together.
         on_encoded(frames) after each layer of the encoder, counting the new frames of each window."""
         step = self.config.samples_per_frame
@@ -138,7 +139,7 @@ class Generator:
         for group in batches(windows, self.batch_windows):
             new = sum(w.frames - w.keep for w in group)
             batch = np.stack([normalise(audio[w.start * step:w.end * step]) for w in group])
-            with self._after_each_layer(lambda k, n, done=done: on_encoded(done + new * k // n)):
+            with self._after_each_layer(lambda k, n, done=done, new=new: on_encoded(done + new * k // n)):
                 encoded = self.model.audio_encoder(torch.from_numpy(batch).to(self.device), group[0].frames)
             features.extend(encoded.float())
             done += new

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .errors import MimicError
 
 # model_type -> (transformers module, class prefix) of the supported audio backbones
 AUDIO_BACKBONES = {"wav2vec2": ("wav2vec2", "Wav2Vec2"), "hubert": ("hubert", "Hubert")}
@@ -62,11 +65,19 @@ class MimicConfig:
     style_input: bool = True  # False: the no-style baseline of the ablation; the decoder always sees a zero style code
 
     def __post_init__(self):
-        assert self.alignment in ALIGNMENTS, f"alignment must be one of {ALIGNMENTS}, not {self.alignment!r}"
-        assert self.audio_model.get("model_type") in AUDIO_BACKBONES, (
-            f"audio model type must be one of {sorted(AUDIO_BACKBONES)}, not {self.audio_model.get('model_type')!r}")
-        assert self.alignment != "conv" or self.fps == 25, "conv alignment halves 50 Hz audio features: it needs 25 fps"
-        assert 0 < self.overlap < self.window, "overlap must be at least one frame and shorter than the window"
+        if self.alignment not in ALIGNMENTS:
+            raise MimicError(f"alignment must be one of {', '.join(ALIGNMENTS)}, not {self.alignment!r}")
+        if self.audio_model.get("model_type") not in AUDIO_BACKBONES:
+            raise MimicError(f"audio_model.model_type must be one of {', '.join(AUDIO_BACKBONES)}, "
+                             f"not {self.audio_model.get('model_type')!r}")
+        if self.alignment == "conv" and self.fps != 25:
+            raise MimicError(f"conv alignment halves 50 Hz audio features: it needs 25 fps, not {self.fps:g}")
+        if not 0 < self.overlap < self.window:
+            raise MimicError(f"overlap must be at least one frame and shorter than the window "
+                             f"({self.window} frames), not {self.overlap}")
+        for width, heads in (("feature_dim", "decoder_heads"), ("hidden_size", "encoder_heads")):
+            if getattr(self, heads) < 1 or getattr(self, width) % getattr(self, heads):
+                raise MimicError(f"{width} {getattr(self, width)} is not divisible by {heads} {getattr(self, heads)}")
 
     @property
     def motion_dim(self) -> int:
@@ -85,7 +96,7 @@ class MimicConfig:
         return asdict(self)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "MimicConfig":
+    def preset(cls, name: str, **overrides) -> MimicConfig:
         """`hdtf` (the released model), `vocaset` (30 fps), `biwi` (25 fps, 23,370 vertices)."""
         presets = {
             "hdtf": dict(),
@@ -93,7 +104,7 @@ class MimicConfig:
             "biwi": dict(vertex_count=23370, alignment="pair"),
         }
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+            raise MimicError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
         return cls(**{**presets[name], **overrides})
 
 
@@ -138,7 +149,11 @@ class MotionEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames."""
+    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames.
+
+    It runs the backbone in parts, to align between them, so it uses transformers internals (the
+    sub-modules, `_mask_hidden_states`, `_freeze_parameters`): backend/pyproject.toml pins the
+    range that has them, tests/test_transformers_api.py checks them."""
 
     def __init__(self, config: MimicConfig):
         super().__init__()
@@ -223,7 +238,6 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
         self.heads = heads
         self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import json
 
-VERSION = 3  # 2: read_audio; 3: load precision, generate sample_rate, progress stages within windows
+VERSION = 4  # 2: read_audio; 3: generate sample_rate, fit_character, transfer, solve_shape_keys;
+# 4: load precision (hello precisions), generate progress in stages and within windows
 
 # Requests (client -> backend); every request carries a client-chosen integer "id".
 HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, precisions, model}
 LOAD = "load"  # {checkpoint, device, precision} -> model facts: {checkpoint, device, precision, vertex_count, ...}
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
-READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate} -> {audio: npy, samples}
-GENERATE = "generate"  # {audio: npy mono, sample_rate, style: [C floats], error_bound} -> compact result
+READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate (stop null: to the end)} -> {audio: npy, samples}
+GENERATE = "generate"  # {audio: npy mono float32, sample_rate (default: the model's), style: [C floats], error_bound} -> compact result
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
-REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN)
+# Characters (geometry only: no model needs to be loaded)
+FIT_CHARACTER = "fit_character"  # {model_vertices, model_faces, character_vertices, character_faces: npy,
+#   landmarks?: {name: [x, y, z]}, model_landmarks?: {name: vertex}, character_matrix?: 4x4, falloff?}
+#   -> {fit: npz, quality, landmarks, bound_vertices}
+TRANSFER = "transfer"  # {fit: npz, mean + basis: npy | motion: npy, space?} -> {mean, basis, k} | {motion, frames}
+SOLVE_SHAPE_KEYS = "solve_shape_keys"  # {fit, keys: npy (S,N,3), motion | mean + basis + weights: npy,
+#   bounds?, smoothness?, key_names?} -> {weights: npy (F,S), frames, report}
+REQUESTS = (HELLO, LOAD, ENCODE_STYLE, READ_AUDIO, GENERATE, CANCEL, SHUTDOWN, FIT_CHARACTER, TRANSFER,
+            SOLVE_SHAPE_KEYS)
+SPACES = ("local", "world")  # transfer: the character object's own space (its shape keys) or world space
 
 # Replies (backend -> client), each with the "id" of its request.
 RESULT = "result"

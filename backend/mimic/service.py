@@ -9,6 +9,7 @@ logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ from . import protocol as p
 from .checkpoint import load_model
 from .compress import Subspace
 from .errors import MimicError
-from .files import check_vertices, load_audio, resample_audio
+from .files import atomic_npy, check_vertices, load_audio, resample
 from .generate import Generator, pick_device
 from .precision import pick_precision, supported_precisions
 
@@ -113,7 +114,9 @@ class Service:
         if not isinstance(id_, int):
             raise p.ProtocolError(p.BAD_REQUEST, "every request needs an integer 'id'")
         handlers = {p.HELLO: self.hello, p.LOAD: self.load, p.ENCODE_STYLE: self.encode_style,
-                    p.READ_AUDIO: self.read_audio, p.GENERATE: self.generate, p.SHUTDOWN: lambda m: {}}
+                    p.READ_AUDIO: self.read_audio, p.GENERATE: self.generate, p.SHUTDOWN: lambda m: {},
+                    p.FIT_CHARACTER: self.fit_character, p.TRANSFER: self.transfer,
+                    p.SOLVE_SHAPE_KEYS: self.solve_shape_keys}
         if kind not in handlers:
             raise p.ProtocolError(p.BAD_REQUEST, f"unknown request type {kind!r}")
         return p.result(id_, **handlers[kind](message))
@@ -157,12 +160,12 @@ class Service:
             raise p.ProtocolError(p.NO_MODEL, "no model loaded: send 'load' with a checkpoint first")
         return self.generator
 
-    def _array(self, m: dict, name: str) -> np.ndarray:
+    def _array(self, m: dict, name: str, mmap: bool = False) -> np.ndarray:
         path = Path(p.field(m, name, str))
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise MimicError(f"cannot read {name} array {path}: {e}") from None
+            return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError, EOFError) as e:
+            raise MimicError(f"cannot read {name} array {path}: {e or 'it is empty'}") from None
 
     def encode_style(self, m: dict) -> dict:
         generator = self._model()
@@ -177,8 +180,9 @@ class Service:
         cannot decode audio itself."""
         rate = self._model().config.sample_rate
         path = p.field(m, "path", str)
-        start, stop = p.field(m, "start", int), p.field(m, "stop", int)
-        if not 0 <= start < stop:
+        start = p.field(m, "start", int)
+        stop = None if m.get("stop") is None else p.field(m, "stop", int)  # None: to the end
+        if start < 0 or stop is not None and stop <= start:
             raise p.ProtocolError(p.BAD_REQUEST, f"read_audio: need 0 <= start < stop; got {start}, {stop}")
         samples = load_audio(path, rate)[start:stop]
         if samples.size == 0:
@@ -188,10 +192,10 @@ class Service:
         np.save(out, samples)
         return {"audio": out, "samples": int(samples.size)}
 
-    def _result_file(self, id_: int, name: str) -> str:
+    def _result_file(self, id_: int, name: str, suffix: str = ".npy") -> str:
         if self.workdir is None:
             raise p.ProtocolError(p.BAD_REQUEST, "send 'hello' with a workdir first")
-        return str(self.workdir / f"result-{id_}-{name}.npy")
+        return str(self.workdir / f"result-{id_}-{name}{suffix}")
 
     def generate(self, m: dict) -> dict:
         generator = self._model()
@@ -220,7 +224,7 @@ class Service:
         audio = audio.astype(np.float32).reshape(-1)
         if not np.isfinite(audio).all():
             raise MimicError("the audio contains NaN or infinite samples")
-        audio = resample_audio(audio, rate, generator.config.sample_rate)
+        audio = resample(audio, rate, generator.config.sample_rate)
         total = generator.frame_count(len(audio))
         if total == 0:
             raise MimicError(f"the audio is shorter than one frame ({1000 / generator.config.fps:.0f} ms)")
@@ -242,6 +246,90 @@ class Service:
             np.save(file, getattr(compact, name))
         return {**files, "frames": total, "fps": generator.config.fps, "k": len(compact.basis),
                 "max_error": compact.max_error, "error_bound": bound}
+
+
+    # ------------------------------------------------------------------------- characters
+    # mimic.character needs scipy and trimesh; imported on first use, so a backend environment
+    # made before they were required still generates.
+
+    def _optional(self, m: dict, name: str, kind, default=None):
+        if m.get(name) is None:
+            return default
+        return p.field(m, name, kind)
+
+    def fit_character(self, m: dict) -> dict:
+        with character_packages():
+            from .character.fit import fit_character
+            from .character.landmarks import FALLOFF
+        out = self._result_file(m["id"], "fit", ".npz")
+        arrays = {n: self._array(m, n) for n in ("model_vertices", "model_faces", "character_vertices",
+                                                 "character_faces")}
+        matrix = self._optional(m, "character_matrix", list)
+        try:
+            matrix = None if matrix is None else np.array(matrix, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise MimicError("character_matrix must be 4 rows of 4 numbers (the object's world matrix)") from None
+        fit = fit_character(**arrays, landmarks=self._optional(m, "landmarks", dict),
+                            model_landmarks=self._optional(m, "model_landmarks", dict), character_matrix=matrix,
+                            falloff=float(self._optional(m, "falloff", (int, float), FALLOFF)))
+        fit.save(out)
+        return {"fit": out, "quality": fit.quality(), "landmarks": fit.character_landmarks(),
+                "bound_vertices": int(len(fit.vertices))}
+
+    def _fit(self, m: dict):
+        with character_packages():
+            from .character.fit import Fit
+        return Fit.load(p.field(m, "fit", str))
+
+    def transfer(self, m: dict) -> dict:
+        fit = self._fit(m)
+        from .character.transfer import transfer, transfer_compact
+
+        space = self._optional(m, "space", str, "local")
+        if space not in p.SPACES:
+            raise p.ProtocolError(p.BAD_REQUEST, f"transfer: space must be one of {', '.join(p.SPACES)}")
+        if m.get("motion") is not None:
+            motion = self._array(m, "motion", mmap=True)
+            if motion.ndim != 3:
+                raise MimicError(f"the motion must be (frames, {fit.model_vertex_count}, 3); got shape {motion.shape}")
+            path = self._result_file(m["id"], "motion")
+            with atomic_npy(path, (len(motion), fit.character_vertex_count, 3)) as out:
+                transfer(fit, motion, space, out=out)
+            return {"motion": path, "frames": int(len(motion))}
+        mean, basis = transfer_compact(fit, self._array(m, "mean"), self._array(m, "basis"), space)
+        files = {name: self._result_file(m["id"], name) for name in ("mean", "basis")}
+        np.save(files["mean"], mean)
+        np.save(files["basis"], basis)
+        return {**files, "k": int(len(basis))}
+
+    def solve_shape_keys(self, m: dict) -> dict:
+        fit = self._fit(m)
+        from .character.solve import SMOOTHNESS, solve_shape_keys
+
+        keys = self._array(m, "keys")
+        names = self._optional(m, "key_names", list)
+        if names is not None and (len(names) != len(keys) or not all(isinstance(n, str) for n in names)):
+            raise MimicError(f"key_names must be {len(keys)} strings, one per key")
+        if m.get("motion") is not None:
+            source = {"motion": self._array(m, "motion", mmap=True)}
+        else:
+            source = {"compact": tuple(self._array(m, n) for n in ("mean", "basis", "weights"))}
+        bounds = self._optional(m, "bounds", list, [0.0, 1.0])
+        smoothness = float(self._optional(m, "smoothness", (int, float), SMOOTHNESS))
+        weights, report = solve_shape_keys(fit, keys, **source, bounds=bounds, smoothness=smoothness)
+        path = self._result_file(m["id"], "weights")
+        np.save(path, weights)
+        return {"weights": path, "frames": int(len(weights)), "report": report.to_dict(names)}
+
+
+@contextlib.contextmanager
+def character_packages():
+    """Imports of mimic.character: one clear line when its packages are missing."""
+    try:
+        yield
+    except ImportError as e:
+        raise MimicError(f"the backend environment lacks {e.name or e}: character fitting needs scipy, trimesh "
+                         "and rtree (click Set up backend again, or pip install the backend package)") from None
 
 
 def serve() -> None:

@@ -7,24 +7,29 @@ No bpy here: plain subprocesses, tested with plain Python. Every line the tools 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-TORCH_VERSION = "2.13.0"
-TORCH_INDEX = {"cpu": None, "cuda": "https://download.pytorch.org/whl/cu128"}
+from .backend_source import SOURCE
+from .errors import SetupError
+
+_PIN = json.loads((SOURCE / "torch.json").read_text())  # the one torch pin, install/setup.sh reads it too
+TORCH_VERSION = _PIN["version"]
+TORCH_INDEX = {"cpu": None, "cuda": _PIN["cuda_index"]}
 PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors")
 TAIL_LINES = 15
 
 # Runs in the interpreter under test, so it must stay valid Python 3 of any version: no f-strings.
 CHECK = """
 import importlib, sys
-if sys.version_info < (3, 10):
-    print("Python %d.%d is too old: the backend needs 3.10 or newer" % sys.version_info[:2])
+if sys.version_info < (3, 11):
+    print("Python %d.%d is too old: the backend needs 3.11 or newer" % sys.version_info[:2])
     sys.exit()
 for name in sys.argv[1:]:
     try:
@@ -36,11 +41,7 @@ for name in sys.argv[1:]:
             print("package '%s' does not import: %s" % (name, error))
 """
 # A base interpreter must be new enough and able to make a venv with pip in it.
-USABLE_BASE = "import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 10))"
-
-
-class SetupError(Exception):
-    """A setup step failed; the message says which and ends with its last output lines."""
+USABLE_BASE = "import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))"
 
 
 def find_python_problems(python: str) -> list[str]:
@@ -67,7 +68,7 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
     """
     if torch not in TORCH_INDEX:
         raise ValueError(f"torch must be one of {sorted(TORCH_INDEX)}, not {torch!r}")
-    python = venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    python = venv_python(venv_dir)
     _run("create the environment", [_base_python(), "-m", "venv", str(venv_dir)], on_line)
     pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
     _run("upgrade pip", [*pip, "--upgrade", "pip"], on_line)
@@ -75,11 +76,20 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
     _run(f"install PyTorch {TORCH_VERSION} ({torch})",
          [*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])], on_line)
     with tempfile.TemporaryDirectory(prefix="mimic-backend-src-") as tmp:
-        # pip builds a local project in place: build from a copy, so the extension folder stays clean.
+        # pip builds a local project in place: build from a copy, so the extension folder stays clean;
+        # the manifest beside it holds the version.
         source = shutil.copytree(backend_src, Path(tmp) / "backend",
                                  ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        manifest = backend_src.parent / "blender_manifest.toml"
+        if manifest.is_file():
+            shutil.copy2(manifest, tmp)
         _run("install the backend", [*pip, *extra_pip_args, str(source)], on_line)
     return python
+
+
+def venv_python(venv_dir: Path, platform: str = os.name) -> Path:
+    """A venv's interpreter: Scripts\\python.exe on Windows, bin/python elsewhere."""
+    return venv_dir / ("Scripts/python.exe" if platform == "nt" else "bin/python")
 
 
 def _base_python() -> str:
@@ -88,7 +98,7 @@ def _base_python() -> str:
     for candidate in candidates:
         if subprocess.run([candidate, "-c", USABLE_BASE], capture_output=True, env=_clean_env()).returncode == 0:
             return candidate
-    raise SetupError(f"no Python 3.10+ able to make a virtual environment was found (tried {', '.join(candidates)}). "
+    raise SetupError(f"no Python 3.11+ able to make a virtual environment was found (tried {', '.join(candidates)}). "
                      "Install Python 3.11, or point the add-on's Preferences at an existing environment")
 
 
