@@ -1,7 +1,7 @@
 """`mimic serve`: the backend process the Blender add-on keeps warm.
 
 One reader thread takes request lines from stdin; `cancel` is acted on at once (it sets the
-running job's flag, checked wherever a generate reports progress: after each layer of the audio
+running job's flag, checked wherever a generate reports progress: after each step of the audio
 encoder, every few decoded frames, while compressing), every other request waits its turn on the
 main thread, which runs one job at a time. Replies go to stdout, one JSON line each, under a lock;
 logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
