@@ -46,7 +46,7 @@ demo-character: $(READY)
 	$(PY) -m demo.character
 
 bench: $(READY)
-	$(PY) benchmarks/generate.py
+	$(PY) -m benchmarks.generate
 
 # mimic lines on 100 dialogue lines (BENCHMARKS.md), about 5 minutes on 2 cores
 bench-lines: $(READY)

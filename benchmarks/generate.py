@@ -1,6 +1,6 @@
 """Benchmark of the whole generation path on the full-size network (`make bench`).
 
-    .venv/bin/python benchmarks/generate.py [--seconds 20,60]
+    .venv/bin/python -m benchmarks.generate [--seconds 20,60]
 
 Everything runs in one go on the CPU, on real speech (the LibriVox clips of pocketsphinx-testdata,
 one after the other, repeated to the length asked for), with a full-size official-format checkpoint
@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from serve_driver import Serve  # noqa: E402
+from benchmarks.clock import Clock
+from benchmarks.serve_driver import Serve
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -96,37 +95,6 @@ def write_inputs(folder: Path, lengths: list[float]) -> dict:
     return files
 
 
-# ------------------------------------------------------------------------------- the clock
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds used so far by everything on the machine (Linux /proc/stat; elsewhere 0)."""
-    if not os.path.exists("/proc/stat"):
-        return 0.0
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """This process and the children it has waited for."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-class Clock:
-    """Wall seconds of a block, and the share of the machine's CPU other processes took meanwhile."""
-
-    def __enter__(self):
-        self.started, self.machine, self.own = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.started
-        others = machine_cpu_seconds() - self.machine - (own_cpu_seconds() - self.own)
-        self.others = max(others, 0.0) / (self.seconds * os.cpu_count())
-
-
 def timed_process(*args: str, repeat: int = REPEAT) -> tuple[Clock, dict]:
     """Run a Python process `repeat` times; the fastest run's clock and the JSON it printed last
     on stdout (if any). The fastest run is the one least disturbed by other processes."""
@@ -168,8 +136,8 @@ def role_official(checkpoint: str, audio_file: str, style_file: str, template_fi
         step = config.samples_per_frame
         for w in plan_windows(len(audio) // step, config.window, config.overlap):
             started = time.perf_counter()
-            features = model.audio_encoder(torch.from_numpy(normalise(audio[w.start * step:w.end * step]))[None],
-                                           w.frames)
+            window = torch.from_numpy(normalise(audio[w.start * step:w.end * step]))[None]
+            features = model.audio_encoder(window, w.frames)
             encoded = time.perf_counter()
             motion = model.decoder.forward_recompute(features, style, init_state)[0]  # (n, M)
             decoder += time.perf_counter() - encoded
@@ -219,34 +187,39 @@ def whole_processes(files: dict, seconds: float, tmp: Path) -> dict:
         outputs[name] = tmp / f"ours-{len(outputs)}-{seconds:g}.npy"
         rows[name] = timed_process("-m", "mimic.cli", "generate", *common, "--out", str(outputs[name]), *extra)
     official_out = tmp / f"official-{seconds:g}.npy"
-    rows["official loop"] = timed_process(__file__, "official", str(files["checkpoint"]), audio, str(files["style"]),
-                                          str(files["template"]), str(official_out))
-    rows["wav2vec2 alone"] = timed_process(__file__, "wav2vec2", audio)
+    rows["official loop"] = timed_process("-m", "benchmarks.generate", "official", str(files["checkpoint"]), audio,
+                                          str(files["style"]), str(files["template"]), str(official_out))
+    rows["wav2vec2 alone"] = timed_process("-m", "benchmarks.generate", "wav2vec2", audio)
     official = np.load(official_out)
     deviations = {name: float(np.abs(np.load(path) - official).max()) for name, path in outputs.items()}
     return {"rows": rows, "deviations": deviations}
 
 
 def print_whole(seconds: float, result: dict) -> dict:
+    """The table of one length; returns the ratios the targets are about."""
     rows, deviations = result["rows"], result["deviations"]
-    ours, fast = rows["mimic generate (fp32)"][0], rows["mimic generate --precision fast"][0]
     official_clock, official = rows["official loop"]
-    wav2vec2 = rows["wav2vec2 alone"][1]["wav2vec2"]
-    print(f"\n{seconds:g} s of speech ({rows['wav2vec2 alone'][1]['windows']} windows), whole processes")
-    print(f"{'':34} {'process s':>9}  {'inside s':>8}  {'others':>6}  vs official")
+    wav2vec2_clock, wav2vec2 = rows["wav2vec2 alone"]
+    print(f"\n{seconds:g} s of speech ({wav2vec2['windows']} windows), whole processes")
+    print(f"{'':32} {'process s':>9}  {'inside s':>8}  {'others':>6}  official process / this")
     for name in ("mimic generate (fp32)", "mimic generate --precision fast"):
         clock = rows[name][0]
-        print(f"{name:34} {clock.seconds:9.2f}  {'':>8}  {clock.others:6.0%}  "
-              f"x{official_clock.seconds / clock.seconds:.2f}"
-              f"  (max |ours - official| {1000 * deviations[name]:.4f} mm)")
-    print(f"{'official loop':34} {official_clock.seconds:9.2f}  {official['generation']:8.2f}  "
+        print(f"{name:32} {clock.seconds:9.2f}  {'':8}  {clock.others:6.0%}  "
+              f"x{official_clock.seconds / clock.seconds:.2f}  "
+              f"(max |this - official| {1000 * deviations[name]:.4f} mm)")
+    print(f"{'official loop':32} {official_clock.seconds:9.2f}  {official['generation']:8.2f}  "
           f"{official_clock.others:6.0%}  (inside: encoder {official['encoder']:.2f} s, "
           f"decoder {official['decoder']:.2f} s)")
-    clock = rows["wav2vec2 alone"][0]
-    print(f"{'wav2vec2 alone':34} {clock.seconds:9.2f}  {wav2vec2:8.2f}  {clock.others:6.0%}")
-    return {"ours / wav2vec2": ours.seconds / wav2vec2, "official / ours": official_clock.seconds / ours.seconds,
-            "official generation / ours": official["generation"] / ours.seconds,
-            "fast / wav2vec2": fast.seconds / wav2vec2}
+    print(f"{'wav2vec2 alone':32} {wav2vec2_clock.seconds:9.2f}  {wav2vec2['wav2vec2']:8.2f}  "
+          f"{wav2vec2_clock.others:6.0%}")
+    ratios = {}
+    for name, short in (("mimic generate (fp32)", "fp32"), ("mimic generate --precision fast", "fast")):
+        ours = rows[name][0].seconds
+        ratios[short] = {"/ wav2vec2 inside": ours / wav2vec2["wav2vec2"],
+                         "/ wav2vec2 process": ours / wav2vec2_clock.seconds,
+                         "official process /": official_clock.seconds / ours,
+                         "official inside /": official["generation"] / ours}
+    return ratios
 
 
 def precision_table(files: dict, seconds: float) -> dict:
@@ -327,22 +300,22 @@ def main() -> None:
         tmp = Path(tmp)
         with Clock() as clock:
             files = write_inputs(tmp, lengths)
-        print(f"inputs and a {files['checkpoint'].stat().st_size / 1e6:.0f} MB checkpoint "
-              f"written in {clock.seconds:.1f} s")
+        size = files["checkpoint"].stat().st_size / 1e6
+        print(f"inputs and a {size:.0f} MB checkpoint written in {clock.seconds:.1f} s")
         ratios = {s: print_whole(s, whole_processes(files, s, tmp)) for s in lengths}
         table = precision_table(files, max(lengths))
         latencies = cancel_latency(files, max(lengths), tmp)
-    print("\ntargets")
-    for s, r in ratios.items():
-        print(f"  {s:g} s: whole process / wav2vec2 alone {r['ours / wav2vec2']:.2f} "
-              f"(<= 1.5: {met(r['ours / wav2vec2'] <= 1.5)}); "
-              f"official loop process / ours x{r['official / ours']:.2f} (>= 2: {met(r['official / ours'] >= 2)}); "
-              f"official generation alone / our whole process x{r['official generation / ours']:.2f} "
-              f"(> 1: {met(r['official generation / ours'] > 1)})")
-    fastest = max(table, key=lambda k: table[k][0])
-    speed, deviation = table[fastest]
-    print(f"  precision {fastest}: generation x{speed:.2f} (>= 1.8: {met(speed >= 1.8)}), max deviation "
-          f"{deviation:.3f} mm (<= 0.3 mm: {met(deviation <= 0.3)}; random weights)")
+    print("\ntargets (our whole process against ...)")
+    for seconds, by_precision in ratios.items():
+        for precision, r in by_precision.items():
+            print(f"  {seconds:g} s, {precision}: / wav2vec2 inside {r['/ wav2vec2 inside']:.2f} (<= 1.5: "
+                  f"{met(r['/ wav2vec2 inside'] <= 1.5)}), / wav2vec2 process {r['/ wav2vec2 process']:.2f}; "
+                  f"official process x{r['official process /']:.2f} (>= 2: {met(r['official process /'] >= 2)}); "
+                  f"official generation inside x{r['official inside /']:.2f} (> 1: {met(r['official inside /'] > 1)})")
+    for precision, (speed, deviation) in table.items():
+        if precision != "fp32":
+            print(f"  precision {precision}: generation x{speed:.2f} (>= 1.8: {met(speed >= 1.8)}), max deviation "
+                  f"{deviation:.3f} mm (<= 0.3 mm: {met(deviation <= 0.3)}; random weights)")
     worst = max(latency for _, latency in latencies)
     print(f"  cancel: slowest {worst:.3f} s (<= 0.5 s: {met(worst <= 0.5)})")
 

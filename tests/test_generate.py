@@ -39,9 +39,10 @@ def style(generator: Generator) -> torch.Tensor:
     return torch.linspace(-1, 1, generator.config.feature_dim)
 
 
-def encoder_layers(generator: Generator) -> int:
+def encoder_steps(generator: Generator) -> int:
+    """Each convolution and the rest of its layer, then each transformer layer."""
     backbone = generator.model.audio_encoder.backbone
-    return len(backbone.feature_extractor.conv_layers) + len(backbone.encoder.layers)
+    return 2 * len(backbone.feature_extractor.conv_layers) + len(backbone.encoder.layers)
 
 
 # ---------------------------------------------------------------------------------- progress
@@ -59,9 +60,9 @@ def test_progress_reports_each_stage_and_leaves_the_result_unchanged(generator, 
     for stage in (p.ENCODING, p.GENERATING):
         done = [d for s, d, _ in reports if s == stage]
         assert done[0] == 0 and done[-1] == SPEECH_FRAMES and done == sorted(done)
-    # the encoder reports after each of its layers, for each batch of windows
+    # the encoder reports after each of its steps, for each batch of windows
     groups = batches(plan_windows(SPEECH_FRAMES, 150, 10), generator.batch_windows)
-    assert len(groups) == 2 and stages.count(p.ENCODING) == 1 + len(groups) * encoder_layers(generator)
+    assert len(groups) == 2 and stages.count(p.ENCODING) == 1 + len(groups) * encoder_steps(generator)
     # the decoder every PROGRESS_FRAMES frames at most
     generated = [d for s, d, _ in reports if s == p.GENERATING]
     assert max(np.diff(generated)) <= PROGRESS_FRAMES and len(generated) >= SPEECH_FRAMES // PROGRESS_FRAMES
@@ -73,7 +74,7 @@ def test_progress_within_the_first_window(generator, speech):
     list(generator.stream(speech[:140 * 640], style(generator), lambda *r: reports.append(r)))
     encoding = [d for s, d, _ in reports if s == p.ENCODING]
     generating = [d for s, d, _ in reports if s == p.GENERATING]
-    assert len([d for d in encoding if 0 < d < 140]) == encoder_layers(generator) - 1
+    assert len([d for d in encoding if 0 < d < 140]) == encoder_steps(generator) - 1
     assert generating == list(range(0, 140, PROGRESS_FRAMES)) + [140]
 
 
@@ -138,8 +139,8 @@ def test_bf16_generation_stays_close_to_fp32(tiny_checkpoint, speech):
     code = style(exact)
     assert fast.precision == p.BF16
     first, *others = fast.model.audio_encoder.backbone.feature_extractor.conv_layers
-    assert first.conv.weight.dtype == torch.float32 and all(layer.conv.weight.dtype == torch.bfloat16
-                                                            for layer in others)
+    assert first.conv.weight.dtype == torch.float32
+    assert all(layer.conv.weight.dtype == torch.bfloat16 for layer in others)
     assert all(w.dtype == torch.float32 for w in fast.model.decoder.parameters())  # the decoder is untouched
     a = np.concatenate(list(exact.stream(speech, code)))
     b = np.concatenate(list(fast.stream(speech, code)))

@@ -96,8 +96,8 @@ def style_of(s) -> list[float]:
 
 def frames_of(result: dict) -> np.ndarray:
     mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
-    assert (mean.shape == (V, 3) and basis.shape == (result["k"], V, 3)
-            and weights.shape == (result["frames"], result["k"]))
+    assert mean.shape == (V, 3) and basis.shape == (result["k"], V, 3)
+    assert weights.shape == (result["frames"], result["k"])
     return mean + np.einsum("tk,kvc->tvc", weights.astype(np.float64), basis)
 
 
@@ -112,7 +112,7 @@ def test_hello_reports_protocol_versions_and_devices(s):
     f = s.facts
     from mimic.precision import supported_precisions
 
-    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 3
+    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 4
     assert f["backend"] == mimic.__version__ and f["torch"] == torch.__version__
     assert "cpu" in f["devices"] and f["device"] in f["devices"]
     assert f["precisions"] == {d: supported_precisions(torch.device(d)) for d in f["devices"]}

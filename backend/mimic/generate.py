@@ -110,8 +110,8 @@ class Generator:
     @torch.inference_mode()
     def stream(self, audio: np.ndarray, style: torch.Tensor, progress: Progress | None = None) -> Iterator[np.ndarray]:
         """16 kHz mono audio and a style code -> motion chunks (n, V, 3), one per window, in order.
-        progress(stage, done, total) is called while the audio is encoded (after each layer of the
-        audio encoder) and while frames are generated (every PROGRESS_FRAMES); an exception it
+        progress(stage, done, total) is called while the audio is encoded (after each step of the
+        audio encoder, `_after_each_layer`) and while frames are generated (every PROGRESS_FRAMES); an exception it
         raises (a cancel) ends the stream there."""
         frames = self.frame_count(len(audio))
         if frames == 0:
@@ -135,7 +135,7 @@ class Generator:
     def _features(self, audio: np.ndarray, windows: list[Window],
                   on_encoded: Callable[[int], None]) -> list[torch.Tensor]:
         """Audio features (n, C) of every window; windows of equal length are encoded together.
-        on_encoded(frames) after each layer of the encoder, counting the new frames of each window."""
+        on_encoded(frames) after each step of the encoder, counting the new frames of each window."""
         step = self.config.samples_per_frame
         features, done = [], 0
         on_encoded(done)
@@ -150,12 +150,14 @@ class Generator:
 
     @contextlib.contextmanager
     def _after_each_layer(self, callback: Callable[[int, int], None]):
-        """callback(k, n) after layer k of the audio backbone's n (its convolutions, then its
-        transformer layers), while in the block."""
+        """callback(k, n) after step k of the audio backbone's n, while in the block: each
+        convolution of its feature extractor and the rest of that layer (the convolutions on the
+        raw audio are its longest steps), then each transformer layer."""
         backbone = self.model.audio_encoder.backbone
-        layers = [*backbone.feature_extractor.conv_layers, *backbone.encoder.layers]
-        handles = [layer.register_forward_hook(lambda *_, k=k: callback(k, len(layers)))
-                   for k, layer in enumerate(layers, 1)]
+        steps = [m for layer in backbone.feature_extractor.conv_layers for m in (layer.conv, layer)]
+        steps += list(backbone.encoder.layers)
+        handles = [step.register_forward_hook(lambda *_, k=k: callback(k, len(steps)))
+                   for k, step in enumerate(steps, 1)]
         try:
             yield
         finally:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-VERSION = 3  # 2: read_audio; 3: load precision, generate sample_rate and stages within windows, characters
+VERSION = 4  # 2: read_audio; 3: generate sample_rate, fit_character, transfer, solve_shape_keys;
+# 4: load precision (hello precisions), generate progress in stages and within windows
 
 # Requests (client -> backend); every request carries a client-chosen integer "id".
 HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, precisions, model}

@@ -1,7 +1,7 @@
 """`mimic serve`: the backend process the Blender add-on keeps warm.
 
 One reader thread takes request lines from stdin; `cancel` is acted on at once (it sets the
-running job's flag, checked wherever a generate reports progress: after each layer of the audio
+running job's flag, checked wherever a generate reports progress: after each step of the audio
 encoder, every few decoded frames, while compressing), every other request waits its turn on the
 main thread, which runs one job at a time. Replies go to stdout, one JSON line each, under a lock;
 logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
@@ -26,7 +26,7 @@ from . import protocol as p
 from .checkpoint import load_model
 from .compress import Subspace
 from .errors import MimicError
-from .files import atomic_npy, check_vertices, load_audio, resample_audio
+from .files import atomic_npy, check_vertices, load_audio, resample
 from .generate import Generator, pick_device
 from .precision import pick_precision, supported_precisions
 
@@ -224,7 +224,7 @@ class Service:
         audio = audio.astype(np.float32).reshape(-1)
         if not np.isfinite(audio).all():
             raise MimicError("the audio contains NaN or infinite samples")
-        audio = resample_audio(audio, rate, generator.config.sample_rate)
+        audio = resample(audio, rate, generator.config.sample_rate)
         total = generator.frame_count(len(audio))
         if total == 0:
             raise MimicError(f"the audio is shorter than one frame ({1000 / generator.config.fps:.0f} ms)")
