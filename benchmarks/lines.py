@@ -12,7 +12,7 @@ and the mean seconds per line of each stage (audio read, generation, writing int
 export). The baseline, in the same run: the one-shot batch command once per line (a Blender
 and a backend started for each), on the first 5 lines. Then the Open Job Description template:
 all 100 lines as one chunk, against two chunks of 50 run at once (two `openjd run`), with torch's
-default threads and with one thread per backend.
+default threads and with one thread per backend (also the single run once with one thread).
 Exits 1 when `--export blend` makes fewer than 40 lines a minute.
 """
 
@@ -49,6 +49,7 @@ VOICES = ("en-gb", "en-us", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+m3")
 STAGES = ("audio", "generate", "write", "export")
 SECONDS = (2.0, 8.0)  # the lines' lengths
 FROM_ANYWHERE = {**os.environ, "PYTHONPATH": str(ROOT)}  # -m mimic_blender from OpenJD's session folders
+ONE_THREAD = {**FROM_ANYWHERE, "OMP_NUM_THREADS": "1"}  # the backend's torch on one thread
 
 
 def make_speech(folder: Path, rng) -> list[Path]:
@@ -120,15 +121,15 @@ class Meter:
         return f"wall {self.seconds:.1f} s, other processes {self.others:.0%} of the CPU"
 
 
-def run(command: list[str], timeout: float) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=FROM_ANYWHERE, timeout=timeout)
+def run(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     if done.returncode != 0:
         raise SystemExit(f"benchmark: {' '.join(command[:4])} ... failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def timed(command: list[str], timeout: float) -> Meter:
+def timed(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> Meter:
     with Meter() as meter:
-        run(command, timeout)
+        run(command, timeout, env)
     return meter
 
 
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             rates[export] = report_run(f"lines --export {export}", meter, summary)
         meter = timed(lines_command(folder, folder / "out-blend", "blend"), timeout=1800)
         report_run("again (all complete)", meter, json.loads((folder / "out-blend" / "summary.json").read_text()))
+        out = folder / "out-one-thread"
+        meter = timed(lines_command(folder, out, "blend"), timeout=1800, env=ONE_THREAD)
+        report_run("--export blend, 1 thread", meter, json.loads((out / "summary.json").read_text()))
 
         with Meter() as baseline:
             for f in files[:BASELINE_LINES]:  # the line's .blend has its sound as a strip named after it
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nOpenJD (openjd run, --export blend), lines/min over the wall time (Blender and backend starts in):")
         print(f"  one chunk of {LINES}:                        {LINES / one.seconds * 60:7.1f} lines/min  ({one})")
         for name, threads, env in (("default", "torch's default threads", FROM_ANYWHERE),
-                                   ("one", "1 torch thread each", {**FROM_ANYWHERE, "OMP_NUM_THREADS": "1"})):
+                                   ("one", "1 torch thread each", ONE_THREAD)):
             two = two_chunks(folder, folder / f"farm-two-{name}", env)
             print(f"  two chunks of {LINES // 2} at once, {threads:<23} {LINES / two.seconds * 60:7.1f} lines/min  "
                   f"({two}); x{one.seconds / two.seconds:.2f}")
