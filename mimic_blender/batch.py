@@ -110,11 +110,16 @@ def style_from_args(args, scene) -> job.Style:
         return job.Style(object=source, frames=frames)
     if args.style_file:
         return job.Style(file=str(Path(args.style_file).resolve()))
-    item = scene.mimic.styles.get(args.style)
+    return job.Style(code=library_code(scene, args.style))
+
+
+def library_code(scene, name: str) -> list[float]:
+    """The code of the style `name` in the scene's style library."""
+    item = scene.mimic.styles.get(name)
     if item is None:
         names = ", ".join(s.name for s in scene.mimic.styles) or "none"
-        raise JobError(f"no style named '{args.style}' in the library (saved styles: {names})")
-    return job.Style(code=properties.style_code(item))
+        raise JobError(f"no style named '{name}' in the library (saved styles: {names})")
+    return properties.style_code(item)
 
 
 def blender_call(operator, verb: str, path: str) -> None:
