@@ -131,4 +131,5 @@ def test_bad_character_requests_answer_one_line_and_the_backend_stays_up(backend
         assert "\n" not in str(info.value)
         assert __import__("re").search(message, str(info.value)), str(info.value)
     assert not list(backend.workdir.glob(".*partial*"))   # nothing half-written
-    assert backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))["protocol"] == p.VERSION
+    hello = backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))
+    assert hello["protocol"] == p.VERSION
