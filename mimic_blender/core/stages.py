@@ -15,8 +15,7 @@ LABELS = {
     p.LOAD: "Loading the model",
     p.ENCODE_STYLE: "Encoding the style",
     p.READ_AUDIO: "Reading the sound",
-    p.GENERATE: "Generating",  # the backend's progress stage while it generates frames
-    "compress": "Compressing",  # and while it compresses them into shapes and weights
+    p.GENERATE: p.ENCODING,  # sent, waiting for the backend's first progress (its stages, p.STAGES, are shown as sent)
     WAIT: "Waiting for the backend",
     WRITE: "Writing keys",
 }
