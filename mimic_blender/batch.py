@@ -47,6 +47,8 @@ def add_job_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scene", help="scene name (default: the file's active scene)")
     ap.add_argument("--checkpoint", help="model (default: the add-on's Preferences)")
     ap.add_argument("--device", choices=[d for d, *_ in properties.DEVICES])
+    ap.add_argument("--precision", choices=["fp32", "fast", "bf16", "fp16"],
+                    help="the audio encoder's arithmetic (default: the add-on's Preferences, else fp32)")
     ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
     ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
     ap.add_argument("--curves", choices=[c for c, *_ in properties.CURVE_ITEMS],
@@ -82,7 +84,8 @@ def open_scene(args):
 def settings_from_args(context, args) -> Settings:
     error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
     return properties.settings(context, checkpoint=args.checkpoint and str(Path(args.checkpoint).resolve()),
-                               device=args.device, python=args.python, error_bound=error_bound, curves=args.curves)
+                               device=args.device, precision=args.precision, python=args.python,
+                               error_bound=error_bound, curves=args.curves)
 
 
 def character_from_args(args):

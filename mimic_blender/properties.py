@@ -103,6 +103,12 @@ class MimicPreferences(bpy.types.AddonPreferences):
     checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH",
                                description="Released Mimic .pth, or a model folder (config.json + model.safetensors)")
     device: EnumProperty(name="Device", items=DEVICES, default=Settings.device)
+    precision: EnumProperty(name="Precision", default=Settings.precision, items=[
+        ("fp32", "Exact (fp32)", "The official network's arithmetic"),
+        ("fast", "Fast", "The fastest this machine supports: bf16 on CPUs and GPUs with it, fp16 on CUDA "
+                         "(vertices within a fraction of a millimetre of exact)"),
+        ("bf16", "bf16", "bfloat16 audio encoder (CPUs with bf16 instructions, GPUs)"),
+        ("fp16", "fp16", "float16 audio encoder (CUDA)")])
     error_bound_mm: FloatProperty(name="Error Bound (mm)", default=Settings.error_bound * 1000, min=0.001, max=10.0,
                                   description="Largest distance of any vertex from the exact result, in model mm")
     units: EnumProperty(name="Mesh Units", items=UNIT_ITEMS, default=Settings.units)
@@ -118,6 +124,7 @@ class MimicPreferences(bpy.types.AddonPreferences):
         col.prop(self, "python", placeholder=default_python(__package__) or "(not found)")
         col.prop(self, "checkpoint")
         col.prop(self, "device")
+        col.prop(self, "precision")
         col.prop(self, "error_bound_mm")
         col.prop(self, "units")
         col.prop(self, "curves")
@@ -141,8 +148,8 @@ def settings(context, **overrides) -> Settings:
     values = {}
     if prefs is not None:
         values.update(checkpoint=bpy.path.abspath(prefs.checkpoint), device=prefs.device,
-                      error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units, curves=prefs.curves,
-                      idle_stop=prefs.idle_minutes * 60.0)
+                      precision=prefs.precision, error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units,
+                      curves=prefs.curves, idle_stop=prefs.idle_minutes * 60.0)
         if prefs.python:
             values["python"] = bpy.path.abspath(prefs.python)
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -130,12 +130,14 @@ def _ready(settings, report, need_model: bool) -> Backend:
     try:
         backend = _started(settings, report)
         model = backend.facts.get("model") or {}
-        if model.get("checkpoint") != settings.checkpoint or model.get("requested_device") != settings.device:
+        wanted = (settings.device, settings.precision)
+        if model.get("checkpoint") != settings.checkpoint or model.get("requested") != wanted:
             if settings.checkpoint:
                 _stage = p.LOAD
                 report(0, 0, p.LOAD)
-                facts = backend.request(p.LOAD, checkpoint=settings.checkpoint, device=settings.device)
-                backend.facts["model"] = {**facts, "requested_device": settings.device}
+                facts = backend.request(p.LOAD, checkpoint=settings.checkpoint, device=settings.device,
+                                        precision=settings.precision)
+                backend.facts["model"] = {**facts, "requested": wanted}
             elif need_model:
                 raise BackendError(p.NO_MODEL, "no checkpoint set: choose one in the add-on's Preferences "
                                    "(or --checkpoint)")

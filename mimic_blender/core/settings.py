@@ -20,6 +20,7 @@ class Settings:
     python: str = ""  # the backend's interpreter
     checkpoint: str = ""
     device: str = "auto"
+    precision: str = p.FP32  # the audio encoder's arithmetic: fp32 (official parity), bf16, fp16 (CUDA), fast
     error_bound: float = p.DEFAULT_ERROR_BOUND  # model units (metres for FLAME)
     units: str = "AUTO"  # mesh units per model unit: AUTO, METRES, CENTIMETRES, MILLIMETRES
     curves: str = "AUTO"  # KEYS (editable keyframes), SAMPLES (baked, compact), AUTO (samples past KEYS_BUDGET)
