@@ -32,8 +32,8 @@ import bpy
 import numpy as np
 import soundfile
 
+from benchmarks.clock import Clock
 from mimic.ablation import SYNTH
-from mimic.bench import machine_cpu_seconds
 from mimic.synth import phonemes as ph
 from mimic.synth.head import build_head
 from mimic.synth.rig import Rig, Style, identity_template
@@ -104,36 +104,19 @@ def lines_command(folder: Path, out: Path, export: str) -> list[str]:
             "--checkpoint", str(MODEL), "--python", sys.executable, "--device", "cpu"]
 
 
-class Meter:
-    """Wall seconds of a block, and the share of the machine's CPU that processes other than this
-    one and its children took meanwhile (the machine is shared)."""
-
-    def __enter__(self):
-        self.started, self.machine, self.ours = time.perf_counter(), machine_cpu_seconds(), sum(os.times()[:4])
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.started
-        others = machine_cpu_seconds() - self.machine - (sum(os.times()[:4]) - self.ours)
-        self.others = max(others, 0.0) / (self.seconds * os.cpu_count())
-
-    def __str__(self):
-        return f"wall {self.seconds:.1f} s, other processes {self.others:.0%} of the CPU"
-
-
 def run(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     if done.returncode != 0:
         raise SystemExit(f"benchmark: {' '.join(command[:4])} ... failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def timed(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> Meter:
-    with Meter() as meter:
+def timed(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> Clock:
+    with Clock() as meter:
         run(command, timeout, env)
     return meter
 
 
-def report_run(title: str, meter: Meter, summary: dict) -> float:
+def report_run(title: str, meter: Clock, summary: dict) -> float:
     seconds, counts = summary["seconds"], summary["lines"]
     apart = meter.seconds - sum(seconds.values())
     rate = counts["done"] / seconds["lines"] * 60 if counts["done"] else float("nan")  # "lines": run only when any
@@ -155,10 +138,10 @@ def openjd(folder: Path, out: Path, chunk: str | None, chunk_size: int) -> list[
     return command + (["--tasks", json.dumps([{"Line": chunk}])] if chunk else [])
 
 
-def two_chunks(folder: Path, out: Path, env: dict) -> Meter:
+def two_chunks(folder: Path, out: Path, env: dict) -> Clock:
     """Lines 1-50 and 51-100 as two `openjd run` at once."""
     chunks = (f"1-{LINES // 2}", f"{LINES // 2 + 1}-{LINES}")
-    with Meter() as meter:
+    with Clock() as meter:
         running = [subprocess.Popen(openjd(folder, out, chunk, LINES // 2), cwd=folder, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for chunk in chunks]
         codes = [process.wait(timeout=1800) for process in running]
@@ -198,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         meter = timed(lines_command(folder, out, "blend"), timeout=1800, env=ONE_THREAD)
         report_run("--export blend, 1 thread", meter, json.loads((out / "summary.json").read_text()))
 
-        with Meter() as baseline:
+        with Clock() as baseline:
             for f in files[:BASELINE_LINES]:  # the line's .blend has its sound as a strip named after it
                 run([sys.executable, "-m", "mimic_blender.batch", str(folder / "out-blend" / f"{f.stem}.blend"),
                      "--target", "Head", "--strip", f.stem, "--style-file", str(folder / "style.npz"), "--checkpoint",

@@ -20,12 +20,14 @@ import bpy
 
 from . import job, properties
 from .core import compute, session
+from .core.character import CharacterInputs
 from .core.errors import BackendError, JobError
 from .core.settings import Settings
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mimic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="mimic", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("blend", help="the shot .blend")
     ap.add_argument("--target", required=True, help="name of the head mesh object to animate")
     ap.add_argument("--strip", help="name of the sound strip (default: the active one)")
@@ -35,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     style.add_argument("--style", help="a style saved in the .blend's style library")
     ap.add_argument("--style-frames", help="frame range A-B of --style-object (default: the scene's range)")
     add_job_options(ap)
+    add_character_options(ap)
     ap.add_argument("--save", required=True, help="where to save the animated .blend")
     return ap
 
@@ -48,6 +51,17 @@ def add_job_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
     ap.add_argument("--curves", choices=[c for c, *_ in properties.CURVE_ITEMS],
                     help="weight curves as keyframes, baked samples, or AUTO (samples for long shots)")
+
+
+def add_character_options(ap: argparse.ArgumentParser) -> None:
+    """Carrying the result onto a character of any topology (see character_from_args)."""
+    ap.add_argument("--character", help="carry the result from --target (the model head) onto this character mesh "
+                                        "(fitted first when the .blend has no fit)")
+    ap.add_argument("--character-mode", choices=["dense", "shape-keys"], default="dense",
+                    help="dense: shape keys of its own; shape-keys: weights of its existing keys")
+    ap.add_argument("--shape-keys", default="arkit", help="arkit, or the key names to solve for (comma-separated)")
+    ap.add_argument("--smoothness", type=float, default=CharacterInputs.smoothness,
+                    help="penalty on frame-to-frame weight changes (shape-key mode)")
 
 
 def open_scene(args):
@@ -69,6 +83,16 @@ def settings_from_args(context, args) -> Settings:
     error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
     return properties.settings(context, checkpoint=args.checkpoint and str(Path(args.checkpoint).resolve()),
                                device=args.device, python=args.python, error_bound=error_bound, curves=args.curves)
+
+
+def character_from_args(args):
+    """(character, mode, key spec, smoothness) for job.run, or None."""
+    if not args.character:
+        return None
+    character = bpy.data.objects.get(args.character)
+    if character is None:
+        raise JobError(f"no object named '{args.character}'")
+    return character, args.character_mode.upper().replace("-", "_"), args.shape_keys, args.smoothness
 
 
 def style_from_args(args, scene) -> job.Style:
@@ -117,7 +141,8 @@ def run(argv: list[str]) -> int:
             raise JobError(f"no object named '{args.target}'")
         settings = settings_from_args(context, args)
         strip = job.find_strip(scene, args.strip)
-        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=compute.print_progress)
+        done = job.run(context, target, strip, style_from_args(args, scene), settings,
+                       on_progress=compute.print_progress, character=character_from_args(args))
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)
@@ -129,11 +154,15 @@ def run(argv: list[str]) -> int:
 
 
 def cli_command(argv: list[str]) -> int:
-    """`blender --command mimic ...` (registered by the add-on): one shot, or `lines ...`."""
+    """`blender --command mimic ...` (registered by the add-on): one shot, `lines ...` or `retarget ...`."""
     if argv[:1] == ["lines"]:
         from . import lines  # it imports this module
 
         return lines.run(argv[1:])
+    if argv[:1] == ["retarget"]:
+        from . import retarget
+
+        return retarget.run(argv[1:])
     return run(argv)
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import character as ch
 from . import scene_io
 from .core import mapping
+from .core.character import Carried, CharacterInputs, KeyOutputs, carry, report_line
 from .core.compute import compute, summary
 from .core.errors import JobError
 from .core.settings import Audio, Inputs, Outputs, Settings, SoundSpan, sampled
@@ -56,13 +58,13 @@ def check_target(target) -> None:
         raise JobError("the target must be a mesh object (select the head)")
 
 
-def gather(context, target, strip, style: Style, settings: Settings, sample_rate: int = 16000) -> Inputs:
+def gather(context, target, strip, style: Style, settings: Settings, model_rate: int = 16000) -> Inputs:
     """Inputs for animating `target` to the sound strip `strip` (its audio decoded here, see
     scene_io.read_strip_audio)."""
     check_target(target)
     first, end, _ = scene_io.strip_timing(strip)
     return target_inputs(context, target, strip.name, first, end - first,
-                         scene_io.read_strip_audio(strip, context.scene, sample_rate), style, settings)
+                         scene_io.read_strip_audio(strip, context.scene, model_rate), style, settings)
 
 
 def target_inputs(context, target, name: str, first_frame: int, frames: int | None, audio: Audio | SoundSpan,
@@ -115,9 +117,67 @@ def apply(context, inputs: Inputs, outputs: Outputs, settings: Settings) -> None
                                               "max_error": outputs.max_error})
 
 
-def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None) -> str:
+def apply_character(context, inputs: Inputs, character: CharacterInputs, carried: Carried,
+                    settings: Settings) -> str:
+    """The carried result onto the character (replacing an earlier one), the new fit stored; its summary."""
+    import bpy
+
+    target, model = bpy.data.objects.get(character.name), bpy.data.objects.get(inputs.target_name)
+    if target is None or model is None or target.type != "MESH":
+        raise JobError(f"the character '{character.name}' changed while Mimic was working; run it again")
+    if carried.fit is not None:
+        ch.store_fit(context, target, model, carried.fit, carried.quality)
+    outputs = carried.outputs
+    ch.keep_other_animation(target)
+    scene_io.remove_result(target)
+    try:
+        if isinstance(outputs, KeyOutputs):
+            ch.write_keys(target, inputs.strip_name, outputs, inputs.first_frame,
+                          sampled(settings.curves, outputs.weights.shape))
+            done = f"{inputs.frames} frames on {report_line(outputs.report)} of '{target.name}'"
+        else:
+            scene_io.write_result(target, inputs.strip_name, outputs.mean, outputs.basis, outputs.tracks,
+                                  inputs.first_frame, sampled=sampled(settings.curves, outputs.tracks.shape))
+            done = f"{inputs.frames} frames on '{target.name}' through its fit: {len(outputs.basis)} shapes"
+    except Exception:
+        scene_io.remove_result(target)
+        raise
+    target.data["mimic_result"] = json.dumps({"strip": inputs.strip_name, "mode": character.mode,
+                                              "report": getattr(outputs, "report", None)})
+    return done
+
+
+@dataclass
+class Job:
+    """Everything gathered on the main thread; `compute` needs no bpy, `finish` does."""
+    settings: Settings
+    inputs: Inputs
+    character: CharacterInputs | None = None
+    pending: dict | None = None  # what to fit the character from, when it has no fit
+
+    def compute(self, on_progress=None, cancelled=None):
+        if self.character is None:
+            return compute(self.inputs, self.settings, on_progress, cancelled)
+        return carry(self.inputs, self.character, self.settings, self.pending, on_progress, cancelled)
+
+    def finish(self, context, result) -> str:
+        if self.character is None:
+            apply(context, self.inputs, result, self.settings)
+            return summary(self.inputs, result)
+        return apply_character(context, self.inputs, self.character, result, self.settings)
+
+
+def prepare(context, target, strip, style: Style, settings: Settings, character=None) -> Job:
+    """The job for target (the model head) and, when `character` is (object, mode, key spec,
+    smoothness), the character to carry its result onto."""
+    job = Job(settings, gather(context, target, strip, style, settings))
+    if character is not None:
+        job.character, job.pending = ch.character_inputs(character[0], target, *character[1:])
+    return job
+
+
+def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None,
+        character=None) -> str:
     """All three phases, synchronously; returns a one-line summary."""
-    inputs = gather(context, target, strip, style, settings)
-    outputs = compute(inputs, settings, on_progress, cancelled)
-    apply(context, inputs, outputs, settings)
-    return summary(inputs, outputs)
+    job = prepare(context, target, strip, style, settings, character)
+    return job.finish(context, job.compute(on_progress, cancelled))

@@ -114,7 +114,8 @@ class Lines:
         if not is_style_file(value):
             return batch.library_code(self.scene, value)
         if value not in self.codes:
-            self.codes[value] = compute.encode_style(session.backend(self.settings), *read_style_file(value))
+            with session.use(self.settings) as backend:
+                self.codes[value] = compute.encode_style(backend, *read_style_file(value))
         return self.codes[value]
 
     def animate(self, line: Line) -> core.Animated:
@@ -188,7 +189,8 @@ def run(argv: list[str]) -> int:
         results = core.plan(chosen, out, kinds, runner.job_key(), runner.style_key)
         seconds["plan"], clock = time.perf_counter() - clock, time.perf_counter()
         if any(r.status == "run" for r in results):
-            compute.check_vertex_count(session.backend(settings), target.name, len(target.data.vertices))
+            with session.use(settings) as backend:
+                compute.check_vertex_count(backend, target.name, len(target.data.vertices))
             seconds["backend_start"], clock = time.perf_counter() - clock, time.perf_counter()
             core.run(results, out, kinds, runner.animate, core.Progress())
             seconds["lines"] = time.perf_counter() - clock

@@ -48,12 +48,12 @@ def sound_source(strip) -> tuple[str, bytes | None]:
     return path, None
 
 
-def read_strip_audio(strip, scene, sample_rate: int) -> Audio | SoundSpan:
+def read_strip_audio(strip, scene, model_rate: int) -> Audio | SoundSpan:
     """The part of the strip's sound that plays (see core.sources.read_sound)."""
     path, packed = sound_source(strip)
     first, end, trim = strip_timing(strip)
     fps = scene_fps(scene)
-    return read_sound(path, packed, f"strip '{strip.name}'", trim / fps, (end - first) / fps, sample_rate)
+    return read_sound(path, packed, f"strip '{strip.name}'", trim / fps, (end - first) / fps, model_rate)
 
 
 def rest_vertices(obj) -> np.ndarray:
@@ -138,16 +138,22 @@ def write_result(obj, name: str, mean: np.ndarray, basis: np.ndarray, tracks: np
         block.slider_min = -1.0
         block.data.foreach_set("co", (rest + offset).astype(np.float32).ravel())
 
-    frames = np.arange(first_frame - 1, first_frame + len(tracks) + 1, dtype=np.float32)
-    values = np.zeros((len(frames), len(shapes)), dtype=np.float32)  # (frames, 1 + K)
-    values[1:-1, 0] = 1.0
-    values[1:-1, 1:] = tracks
+    values = np.column_stack([np.ones(len(tracks), np.float32), tracks])  # (frames, 1 + K)
+    write_weights(obj, name, [key_name for key_name, _ in shapes], values, first_frame, sampled)
 
-    keys = obj.data.shape_keys
+
+def write_weights(obj, name: str, key_names: list[str], values: np.ndarray, first_frame: int,
+                  sampled: bool = False) -> None:
+    """One action "Mimic <name>" keying obj's shape keys `key_names` to `values` (F, S) over frames
+    first_frame.. (one key per frame, linear), all at 0 the frame before and after; assigned to
+    obj's shape keys. `sampled` bakes the keys to F-curve samples (see write_result)."""
+    frames = np.arange(first_frame - 1, first_frame + len(values) + 1, dtype=np.float32)
+    padded = np.zeros((len(frames), len(key_names)), dtype=np.float32)
+    padded[1:-1] = values
     action = bpy.data.actions.new(name=f"Mimic {name}")
     action["mimic"] = True
-    curves = new_fcurves(action, keys, [f'key_blocks["{key_name}"].value' for key_name, _ in shapes])
-    for curve, column in zip(curves, values.T):
+    curves = new_fcurves(action, obj.data.shape_keys, [f'key_blocks["{key_name}"].value' for key_name in key_names])
+    for curve, column in zip(curves, padded.T):
         points = curve.keyframe_points
         points.add(len(frames))
         points.foreach_set("co", np.column_stack([frames, column]).ravel())

@@ -24,15 +24,15 @@ def reset() -> None:
 
 
 def mesh_object(name: str, vertices: np.ndarray, scene=None, faces: np.ndarray | None = None):
-    """A mesh object of loose vertices (the add-on only cares about vertex positions), or of
-    `faces` (a glTF export needs them)."""
+    """A mesh object of `vertices`, loose (the model head's path only cares about positions) or with
+    triangles `faces` (what a character fit and a glTF export need)."""
     scene = scene or bpy.context.scene
     mesh = bpy.data.meshes.new(name)
     if faces is None:
         mesh.vertices.add(len(vertices))
         mesh.vertices.foreach_set("co", np.asarray(vertices, np.float32).ravel())
     else:
-        mesh.from_pydata(np.asarray(vertices, np.float32).tolist(), [], np.asarray(faces).tolist())
+        mesh.from_pydata(np.asarray(vertices, np.float64).tolist(), [], np.asarray(faces).tolist())
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     scene.collection.objects.link(obj)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from paths import ROOT
 
+pytestmark = pytest.mark.slow  # Blender subprocesses
+
 # Runs in a fresh Blender (a subprocess), so installing and enabling touches no other test.
 INSTALL = """
 import importlib, json, sys

@@ -15,32 +15,34 @@ from .settings import Audio, SoundSpan
 
 
 def read_sound(path: str, packed: bytes | None, label: str, trim_seconds: float, seconds: float,
-               sample_rate: int) -> Audio | SoundSpan:
-    """The `seconds` of a sound that play after skipping `trim_seconds`, mono float32, decoded by
-    Blender's `aud` (all Blender plays, the sound of movie files too); a SoundSpan for the backend
-    to decode where there is no `aud`. `label` names the sound in errors."""
-    start, stop = audio_span(trim_seconds, seconds, sample_rate)
+               model_rate: int) -> Audio | SoundSpan:
+    """The `seconds` of a sound that play after skipping `trim_seconds`: mono float32 at the sound's
+    own rate, decoded by Blender's `aud` (all Blender plays, the sound of movie files too) and not
+    resampled (the backend resamples once, as `mimic generate` does; aud's resampler differs from it by
+    a few percent of the signal). Where there is no `aud`, a SoundSpan (samples at `model_rate`) for
+    the backend to decode. `label` names the sound in errors."""
     try:
         import aud
     except ImportError:
-        return SoundSpan(path, packed, start, stop)
+        return SoundSpan(path, packed, *audio_span(trim_seconds, seconds, model_rate))
     if packed is not None:
         handle, path = tempfile.mkstemp(suffix=Path(path).suffix or ".wav", prefix="mimic-packed-")
         with os.fdopen(handle, "wb") as f:
             f.write(packed)
     sound = aud.Sound(path)
     try:
-        sound.specs  # opens the file: an unreadable one raises here, where data() would abort Blender
-        samples = np.asarray(sound.resample(sample_rate, False).rechannel(1).data(), dtype=np.float32)[:, 0]
+        rate = int(sound.specs[0])  # opens the file: an unreadable one raises here, where data() would abort Blender
+        samples = np.asarray(sound.rechannel(1).data(), dtype=np.float32)[:, 0]
     except Exception as e:  # aud raises its own error types
         raise JobError(f"cannot read the sound of {label} ({path}): {e}") from None
     finally:
         if packed is not None:
             os.unlink(path)
+    start, stop = audio_span(trim_seconds, seconds, rate)
     segment = samples[start:stop]
     if segment.size == 0:
         raise JobError(f"{label} plays no audio (its sound is empty or trimmed away)")
-    return Audio(segment, sample_rate)
+    return Audio(segment, rate)
 
 
 def read_style_file(path: str) -> tuple[np.ndarray, np.ndarray]:
