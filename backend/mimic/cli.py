@@ -117,7 +117,7 @@ def run_generate(args) -> None:
             np.lib.format.open_memmap(Path(scratch) / "native.npy", "w+", np.float32, (frames,) + out.shape[1:])
         with tqdm(total=frames, unit="frame", disable=frames <= config.window, file=sys.stderr) as bar:
             def progress(stage: str, done: int, total: int) -> None:
-                if bar.desc != stage:
+                if getattr(bar, "desc", None) != stage:  # a disabled bar (a short clip) has no desc
                     bar.set_description_str(stage, refresh=False)
                     bar.reset(total)
                 bar.update(done - bar.n)
