@@ -180,7 +180,8 @@ def main() -> None:
     fps = 30
     t_run = time.perf_counter()
 
-    print(f"bpy {bpy.app.version_string}; {VERTICES} vertices, {args.frames} frames ({args.frames / fps / 60:g} min at {fps} fps)")
+    print(f"bpy {bpy.app.version_string}; {VERTICES} vertices, {args.frames} frames "
+          f"({args.frames / fps / 60:g} min at {fps} fps)")
     t = time.perf_counter()
     perf = Performance(args.frames)
     print(f"synthetic performance made in {time.perf_counter() - t:.1f} s (not part of any timing)")
@@ -249,7 +250,8 @@ def main() -> None:
     base_s, base_mb = base_n_s * scale, base_n_mb * scale
 
     print()
-    print(f"Baseline: its first {n // 2} shape keys took {halves[0]:.2f} s, the next {n - n // 2} took {halves[1]:.2f} s "
+    print(f"Baseline: its first {n // 2} shape keys took {halves[0]:.2f} s, "
+          f"the next {n - n // 2} took {halves[1]:.2f} s "
           f"(of {base_n_s:.2f} s in all).")
     if n < args.frames:
         print(f"Baseline written for the first {n} frames only and EXTRAPOLATED LINEARLY x{scale:g} to {args.frames} "

@@ -11,7 +11,8 @@ subprocess on the CPU. Reported per run: lines per minute over the lines' own ti
 and the mean seconds per line of each stage (audio read, generation, writing into Blender,
 export). The baseline, in the same run: the one-shot batch command once per line (a Blender
 and a backend started for each), on the first 5 lines. Then the Open Job Description template:
-all 100 lines as one chunk, against two chunks of 50 run at once (two `openjd run`).
+all 100 lines as one chunk, against two chunks of 50 run at once (two `openjd run`), with torch's
+default threads and with one thread per backend (also the single run once with one thread).
 Exits 1 when `--export blend` makes fewer than 40 lines a minute.
 """
 
@@ -48,6 +49,7 @@ VOICES = ("en-gb", "en-us", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+m3")
 STAGES = ("audio", "generate", "write", "export")
 SECONDS = (2.0, 8.0)  # the lines' lengths
 FROM_ANYWHERE = {**os.environ, "PYTHONPATH": str(ROOT)}  # -m mimic_blender from OpenJD's session folders
+ONE_THREAD = {**FROM_ANYWHERE, "OMP_NUM_THREADS": "1"}  # the backend's torch on one thread
 
 
 def make_speech(folder: Path, rng) -> list[Path]:
@@ -102,15 +104,15 @@ def lines_command(folder: Path, out: Path, export: str) -> list[str]:
             "--checkpoint", str(MODEL), "--python", sys.executable, "--device", "cpu"]
 
 
-def run(command: list[str], timeout: float) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=FROM_ANYWHERE, timeout=timeout)
+def run(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     if done.returncode != 0:
         raise SystemExit(f"benchmark: {' '.join(command[:4])} ... failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def timed(command: list[str], timeout: float) -> Clock:
+def timed(command: list[str], timeout: float, env: dict = FROM_ANYWHERE) -> Clock:
     with Clock() as meter:
-        run(command, timeout)
+        run(command, timeout, env)
     return meter
 
 
@@ -136,6 +138,19 @@ def openjd(folder: Path, out: Path, chunk: str | None, chunk_size: int) -> list[
     return command + (["--tasks", json.dumps([{"Line": chunk}])] if chunk else [])
 
 
+def two_chunks(folder: Path, out: Path, env: dict) -> Clock:
+    """Lines 1-50 and 51-100 as two `openjd run` at once."""
+    chunks = (f"1-{LINES // 2}", f"{LINES // 2 + 1}-{LINES}")
+    with Clock() as meter:
+        running = [subprocess.Popen(openjd(folder, out, chunk, LINES // 2), cwd=folder, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for chunk in chunks]
+        codes = [process.wait(timeout=1800) for process in running]
+    done = sum(json.loads((out / f"summary-{chunk}.json").read_text())["lines"]["done"] for chunk in chunks)
+    if codes != [0, 0] or done != LINES:
+        raise SystemExit(f"benchmark: the two OpenJD chunks ended {codes}, {done} lines done")
+    return meter
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.lines", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,14 +168,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{min(lengths):.1f}-{max(lengths):.1f} s (mean {np.mean(lengths):.1f} s, {sum(lengths) / 60:.1f} min "
               f"of speech); data made in {time.perf_counter() - started:.0f} s (not timed)\n")
 
-        rates = {}
+        rates, walls = {}, {}
         for export in ("blend", "gltf", "both"):
             out = folder / f"out-{export}"
             meter = timed(lines_command(folder, out, export), timeout=1800)
+            walls[export] = meter.seconds
             summary = json.loads((out / "summary.json").read_text())
             rates[export] = report_run(f"lines --export {export}", meter, summary)
         meter = timed(lines_command(folder, folder / "out-blend", "blend"), timeout=1800)
         report_run("again (all complete)", meter, json.loads((folder / "out-blend" / "summary.json").read_text()))
+        out = folder / "out-one-thread"
+        meter = timed(lines_command(folder, out, "blend"), timeout=1800, env=ONE_THREAD)
+        report_run("--export blend, 1 thread", meter, json.loads((out / "summary.json").read_text()))
 
         with Clock() as baseline:
             for f in files[:BASELINE_LINES]:  # the line's .blend has its sound as a strip named after it
@@ -173,21 +192,16 @@ def main(argv: list[str] | None = None) -> int:
               f"starts Blender and a backend; {baseline})")
 
         one = timed(openjd(folder, folder / "farm-one", None, LINES), timeout=1800)
-        with Clock() as two:
-            both = [subprocess.Popen(openjd(folder, folder / "farm-two", chunk, LINES // 2), cwd=folder,
-                                     env=FROM_ANYWHERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    for chunk in (f"1-{LINES // 2}", f"{LINES // 2 + 1}-{LINES}")]
-            codes = [process.wait(timeout=1800) for process in both]
-        done_two = sum(json.loads((folder / "farm-two" / name).read_text())["lines"]["done"]
-                       for name in (f"summary-1-{LINES // 2}.json", f"summary-{LINES // 2 + 1}-{LINES}.json"))
-        if codes != [0, 0] or done_two != LINES:
-            raise SystemExit(f"benchmark: the two OpenJD chunks ended {codes}, {done_two} lines done")
         print("\nOpenJD (openjd run, --export blend), lines/min over the wall time (Blender and backend starts in):")
-        print(f"  one chunk of {LINES}:           {LINES / one.seconds * 60:7.1f} lines/min  ({one})")
-        print(f"  two chunks of {LINES // 2} at once:   {LINES / two.seconds * 60:7.1f} lines/min  ({two}); "
-              f"x{one.seconds / two.seconds:.2f}")
+        print(f"  one chunk of {LINES}:                        {LINES / one.seconds * 60:7.1f} lines/min  ({one})")
+        for name, threads, env in (("default", "torch's default threads", FROM_ANYWHERE),
+                                   ("one", "1 torch thread each", ONE_THREAD)):
+            two = two_chunks(folder, folder / f"farm-two-{name}", env)
+            print(f"  two chunks of {LINES // 2} at once, {threads:<23} {LINES / two.seconds * 60:7.1f} lines/min  "
+                  f"({two}); x{one.seconds / two.seconds:.2f}")
 
-        print(f"\nratios: lines --export blend / batch per line x{rates['blend'] / base_rate:.1f}; "
+        print(f"\nratios: lines --export blend / batch per line x{rates['blend'] / base_rate:.1f} over the lines' "
+              f"time, x{LINES / walls['blend'] / base_rate * 60:.1f} over the wall time (starts included); "
               f"target >= {TARGET:.0f} lines/min with --export blend: "
               f"{'met' if rates['blend'] >= TARGET else 'MISSED'} ({rates['blend']:.1f})")
         return 0 if rates["blend"] >= TARGET else 1

@@ -69,7 +69,8 @@ def clip(name: str) -> ph.Clip:
     for c in ph.librivox_clips():
         if c.name == CLIP_PREFIX + name:
             return c
-    raise SystemExit(f"demo: no LibriVox clip {CLIP_PREFIX + name} (install Debian's pocketsphinx-testdata: make setup)")
+    raise SystemExit(f"demo: no LibriVox clip {CLIP_PREFIX + name} "
+                     "(install Debian's pocketsphinx-testdata: make setup)")
 
 
 def write_dialogue(names: list[str], path: Path) -> float:

@@ -26,7 +26,8 @@ from .core.settings import Settings
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mimic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="mimic", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("blend", help="the shot .blend")
     ap.add_argument("--target", required=True, help="name of the head mesh object to animate")
     ap.add_argument("--strip", help="name of the sound strip (default: the active one)")
@@ -109,11 +110,16 @@ def style_from_args(args, scene) -> job.Style:
         return job.Style(object=source, frames=frames)
     if args.style_file:
         return job.Style(file=str(Path(args.style_file).resolve()))
-    item = scene.mimic.styles.get(args.style)
+    return job.Style(code=library_code(scene, args.style))
+
+
+def library_code(scene, name: str) -> list[float]:
+    """The code of the style `name` in the scene's style library."""
+    item = scene.mimic.styles.get(name)
     if item is None:
         names = ", ".join(s.name for s in scene.mimic.styles) or "none"
-        raise JobError(f"no style named '{args.style}' in the library (saved styles: {names})")
-    return job.Style(code=properties.style_code(item))
+        raise JobError(f"no style named '{name}' in the library (saved styles: {names})")
+    return properties.style_code(item)
 
 
 def blender_call(operator, verb: str, path: str) -> None:
@@ -135,8 +141,8 @@ def run(argv: list[str]) -> int:
             raise JobError(f"no object named '{args.target}'")
         settings = settings_from_args(context, args)
         strip = job.find_strip(scene, args.strip)
-        done = job.run(context, target, strip, style_from_args(args, scene), settings, on_progress=compute.print_progress,
-                       character=character_from_args(args))
+        done = job.run(context, target, strip, style_from_args(args, scene), settings,
+                       on_progress=compute.print_progress, character=character_from_args(args))
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)
@@ -148,11 +154,15 @@ def run(argv: list[str]) -> int:
 
 
 def cli_command(argv: list[str]) -> int:
-    """`blender --command mimic ...` (registered by the add-on): one shot, or `lines ...`."""
+    """`blender --command mimic ...` (registered by the add-on): one shot, `lines ...` or `retarget ...`."""
     if argv[:1] == ["lines"]:
         from . import lines  # it imports this module
 
         return lines.run(argv[1:])
+    if argv[:1] == ["retarget"]:
+        from . import retarget
+
+        return retarget.run(argv[1:])
     return run(argv)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import bpy
 
-from . import batch, job, properties, scene_io
+from . import batch, job, scene_io
 from .core import compute, session
 from .core import lines as core
 from .core.errors import BackendError, JobError
@@ -106,22 +106,16 @@ class Lines:
             if not Path(value).is_file():
                 raise JobError(f"style file not found: {value}")
             return core.file_digest(Path(value))
-        return hashlib.sha256(json.dumps(self.library_code(value)).encode()).hexdigest()
-
-    def library_code(self, name: str) -> list[float]:
-        item = self.scene.mimic.styles.get(name)
-        if item is None:
-            names = ", ".join(s.name for s in self.scene.mimic.styles) or "none"
-            raise JobError(f"no style named '{name}' in the library (saved styles: {names})")
-        return properties.style_code(item)
+        return hashlib.sha256(json.dumps(batch.library_code(self.scene, value)).encode()).hexdigest()
 
     def style_code(self, line: Line) -> list[float]:
         """The line's style code; a style file is encoded once per run."""
         value = self.style_value(line)
         if not is_style_file(value):
-            return self.library_code(value)
+            return batch.library_code(self.scene, value)
         if value not in self.codes:
-            self.codes[value] = compute.encode_style(session.backend(self.settings), *read_style_file(value))
+            with session.use(self.settings) as backend:
+                self.codes[value] = compute.encode_style(backend, *read_style_file(value))
         return self.codes[value]
 
     def animate(self, line: Line) -> core.Animated:
@@ -195,7 +189,8 @@ def run(argv: list[str]) -> int:
         results = core.plan(chosen, out, kinds, runner.job_key(), runner.style_key)
         seconds["plan"], clock = time.perf_counter() - clock, time.perf_counter()
         if any(r.status == "run" for r in results):
-            compute.check_vertex_count(session.backend(settings), target.name, len(target.data.vertices))
+            with session.use(settings) as backend:
+                compute.check_vertex_count(backend, target.name, len(target.data.vertices))
             seconds["backend_start"], clock = time.perf_counter() - clock, time.perf_counter()
             core.run(results, out, kinds, runner.animate, core.Progress())
             seconds["lines"] = time.perf_counter() - clock

@@ -6,8 +6,9 @@ import json
 
 import bpy
 
-from . import job, scene_io
+from . import job, prewarm, scene_io
 from .character import fit_quality
+from .core import session
 from .core.character import quality_line, report_line
 from .core.errors import JobError
 
@@ -24,6 +25,7 @@ class MIMIC_PT_main(bpy.types.Panel):
     bl_category = "Mimic"
 
     def draw(self, context):
+        prewarm.kick(context)
         layout = self.layout
         scene, wm, settings = context.scene, context.window_manager, context.scene.mimic
         obj = context.active_object
@@ -67,6 +69,7 @@ class MIMIC_PT_main(bpy.types.Panel):
             layout.label(text="Esc to cancel", icon="CANCEL")
         else:
             layout.operator("mimic.speaker_style", icon="PLAY_SOUND")
+        layout.label(text=session.status(), icon="CONSOLE")
 
 
 def draw_character(box, settings, obj) -> None:

@@ -18,11 +18,12 @@ from bpy.props import (
 )
 
 from .core.character import ARKIT, CharacterInputs
-from .core.settings import Settings
-from .core.setup_backend import venv_python
+from .core.settings import Settings, devices
+from .core.setup_backend import torch_builds, venv_python
 
-DEVICES = [("auto", "Auto", "CUDA or Apple MPS when available, else the CPU"), ("cpu", "CPU", ""),
-           ("cuda", "CUDA", "an NVIDIA GPU"), ("mps", "MPS", "Apple silicon GPU")]
+DEVICE_NAMES = {"auto": ("Auto", "CUDA or Apple MPS when available, else the CPU"), "cpu": ("CPU", ""),
+                "cuda": ("CUDA", "an NVIDIA GPU"), "mps": ("MPS", "the Apple silicon GPU")}
+DEVICES = [(device, *DEVICE_NAMES[device]) for device in devices()]  # this platform's
 UNIT_ITEMS = [("AUTO", "Auto", "Detect from the mesh's size: metres, centimetres or millimetres"),
               ("METRES", "Metres", ""), ("CENTIMETRES", "Centimetres", ""), ("MILLIMETRES", "Millimetres", "")]
 
@@ -70,7 +71,8 @@ class MimicSceneSettings(bpy.types.PropertyGroup):
                                 description="A head with the model's topology (your FLAME head, or the demo head), "
                                             "fitted onto the character")
     shape_keys: StringProperty(name="Keys", default=ARKIT,
-                               description="ARKIT (every ARKit-named key of the character) or key names, comma-separated")
+                               description="ARKIT (every ARKit-named key of the character) or key names, "
+                                           "comma-separated")
     smoothness: FloatProperty(name="Smoothness", default=CharacterInputs.smoothness, min=0.0, soft_max=10.0,
                               description="Penalty on frame-to-frame weight changes (1: a whole key's jump costs as "
                                           "much as missing that key for a frame)")
@@ -87,7 +89,7 @@ def default_python(package: str) -> str:
         return str(venv_python(venv))
     defaults = Path(__file__).parent / "backend_defaults.json"
     if defaults.is_file():
-        python = json.loads(defaults.read_text()).get("python", "")
+        python = json.loads(defaults.read_text(encoding="utf-8")).get("python", "")
         if python and Path(python).is_file():
             return python
     return sys.executable if "bpy" in sys.modules and not bpy.app.binary_path else ""
@@ -105,6 +107,9 @@ class MimicPreferences(bpy.types.AddonPreferences):
                                   description="Largest distance of any vertex from the exact result, in model mm")
     units: EnumProperty(name="Mesh Units", items=UNIT_ITEMS, default=Settings.units)
     curves: EnumProperty(name="Weight Curves", items=CURVE_ITEMS, default=Settings.curves)
+    idle_minutes: IntProperty(name="Stop Idle Backend (min)", default=round(Settings.idle_stop / 60), min=0,
+                              description="Minutes without a job after which the warm backend stops and frees its "
+                                          "memory (0: keep it while Blender runs)")
     cuda: BoolProperty(name="CUDA PyTorch", description="Set up the backend with a CUDA build of PyTorch")
 
     def draw(self, context):
@@ -116,10 +121,12 @@ class MimicPreferences(bpy.types.AddonPreferences):
         col.prop(self, "error_bound_mm")
         col.prop(self, "units")
         col.prop(self, "curves")
+        col.prop(self, "idle_minutes")
         row = layout.row()
         row.operator("mimic.check_backend", icon="CHECKMARK")
         row.operator("mimic.setup_backend", icon="CONSOLE")
-        row.prop(self, "cuda")
+        if "cuda" in torch_builds():
+            row.prop(self, "cuda")
 
 
 def preferences(context):
@@ -131,10 +138,13 @@ def settings(context, **overrides) -> Settings:
     """Settings from the Preferences (defaults when the add-on is not enabled, as in
     `python -m mimic_blender.batch`), then explicit overrides that are not None."""
     prefs = preferences(context)
-    values = dict(python=default_python(__package__))
+    values = {}
     if prefs is not None:
-        values.update(python=bpy.path.abspath(prefs.python) if prefs.python else values["python"],
-                      checkpoint=bpy.path.abspath(prefs.checkpoint), device=prefs.device,
-                      error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units, curves=prefs.curves)
+        values.update(checkpoint=bpy.path.abspath(prefs.checkpoint), device=prefs.device,
+                      error_bound=prefs.error_bound_mm / 1000.0, units=prefs.units, curves=prefs.curves,
+                      idle_stop=prefs.idle_minutes * 60.0)
+        if prefs.python:
+            values["python"] = bpy.path.abspath(prefs.python)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values.setdefault("python", default_python(__package__))
     return Settings(**values)

@@ -19,7 +19,6 @@ os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="mimic-t
 
 import bpy  # noqa: E402
 import pytest  # noqa: E402
-
 from paths import CHECKPOINT, ROOT  # noqa: E402
 
 MODULE = "bl_ext.dev.mimic"
@@ -55,7 +54,8 @@ def addon(tmp_path_factory):
     prefs.python = sys.executable
     prefs.checkpoint = str(CHECKPOINT)
     modules = SimpleNamespace(prefs=prefs, **{name.rpartition(".")[2]: importlib.import_module(f"{MODULE}.{name}")
-                                              for name in ("batch", "job", "operators", "properties", "scene_io",
+                                              for name in ("batch", "job", "operators", "prewarm", "properties",
+                                                           "scene_io",
                                                            "core.compute", "core.errors", "core.session",
                                                            "core.settings", "core.worker", "character")})
     assert Path(modules.job.__file__).is_relative_to(tmp)  # the built extension, not the checkout

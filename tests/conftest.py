@@ -12,6 +12,7 @@ import pytest
 import torch
 from blender_addon import addon  # noqa: F401  (the extension, for every Blender test)
 from paths import FIXTURES, TINY
+from tiny_vocaset import data_root, dataset  # noqa: F401  (fixtures, for the training tests)
 from transformers import HubertConfig
 
 from mimic.checkpoint import load_model

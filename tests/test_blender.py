@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import blender_scene as bs  # noqa: E402
-from blender_addon import backend_pid, serving  # noqa: E402
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile  # noqa: E402
 import soxr  # noqa: E402
+from blender_addon import backend_pid, serving  # noqa: E402
 from paths import CHECKPOINT, IO, LINE, ROOT  # noqa: E402
 
 BOUND = 1e-4  # the add-on's default error bound (0.1 mm), model units
@@ -314,7 +314,7 @@ def run_worker(addon, inputs, settings, on_first_progress=lambda worker: None):
     """Drive the modal operator's core by hand (timers never fire in the bpy module): compute on
     a Worker thread, polled like the modal timer polls it. Returns every event."""
     worker = addon.worker.Worker(lambda progress, cancelled: addon.compute.compute(
-        inputs, settings, lambda done, total, stage: progress(done / total, stage), cancelled),
+        inputs, settings, lambda done, total, stage: progress(done / max(total, 1), stage), cancelled),
         addon.operators.FAILURES).start()
     events, deadline = [], time.monotonic() + 300
     while not events or events[-1][0] == "progress":
@@ -332,8 +332,11 @@ def test_worker_thread_runs_and_cancels_like_the_modal_operator(addon, scene, ex
     settings = addon.properties.settings(bpy.context)
     inputs = addon.job.gather(bpy.context, head, strip(scene, "Line01"), object_style(addon), settings)
     events = run_worker(addon, inputs, settings)
-    fractions = [payload[0] for kind, payload in events if kind == "progress"]
-    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    progress = [payload for kind, payload in events if kind == "progress"]
+    for stage in {stage for _, stage in progress}:  # each stage's progress moves forward, to its end
+        fractions = [fraction for fraction, name in progress if name == stage]
+        assert fractions == sorted(fractions), stage
+    assert progress and progress[-1][0] == 1.0 and len({stage for _, stage in progress}) >= 2
     kind, outputs = events[-1]
     assert kind == "done"
     addon.job.apply(bpy.context, inputs, outputs, settings)
@@ -345,6 +348,14 @@ def test_worker_thread_runs_and_cancels_like_the_modal_operator(addon, scene, ex
     kind, failure = events[-1]
     assert kind == "failed" and failure.code == "cancelled"
     assert np.array_equal(bs.vertices_at(head, checked_frames(expected)), before)
+
+
+def test_opening_a_shot_in_background_mode_starts_no_backend(addon, shot):
+    stop_backend(addon.session)
+    bpy.ops.wm.open_mainfile(filepath=str(shot))  # it has Mimic data (a style source), so a window would prewarm
+    assert addon.prewarm.has_mimic_data() and addon.prewarm.on_load_post in bpy.app.handlers.load_post
+    time.sleep(0.5)
+    assert addon.session._backend is None and not addon.session._lock.locked()
 
 
 def test_wrong_vertex_count_is_refused(addon, scene):
@@ -532,7 +543,7 @@ def test_batch(addon, shot, expected, tmp_path, command):
     done = subprocess.run(command + args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"mimic: saved {out}: ") and "on 'Head' from 'Line01'" in done.stderr
-    assert "mimic: generate" in done.stderr  # progress
+    assert "mimic: Generating " in done.stderr  # progress
     bpy.ops.wm.open_mainfile(filepath=str(out))
     head = bpy.data.objects["Head"]
     assert all(name.startswith("Mimic.") for name in bs.shape_key_names(head)[1:]) and mimic_actions() == \

@@ -1,7 +1,7 @@
 """Any character in real Blender, with a real backend and the demo model: the demo head fitted onto
 a character of another identity, remeshed (4x the triangles, vertices off the original ones), in
-centimetres, 3 m to the side, its mesh Y-up as an import leaves it; Mimic's motion carried onto it (dense) and onto its own
-ARKit-named shape keys (made from the synthetic rig's controls). The truth comes from the remesh:
+centimetres, 3 m to the side, its mesh Y-up as an import leaves it; Mimic's motion carried onto it (dense) and onto
+its own ARKit-named shape keys (made from the synthetic rig's controls). The truth comes from the remesh:
 every character vertex is a known mix of model vertices."""
 
 from __future__ import annotations
@@ -9,18 +9,20 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 
 import blender_scene as bs
 import bpy
 import numpy as np
 import pytest
 from mathutils import Matrix
+from paths import LINE, ROOT
 
 from mimic.character.landmarks import model_anchors
 from mimic.character.synthetic import arkit_fields, make_character
 from mimic.synth.head import build_head
 from mimic.synth.rig import Rig, identity_template
-from paths import LINE, ROOT
 
 DEMO = ROOT / "models" / "synth-demo"
 FPS = 25
@@ -213,3 +215,37 @@ def test_no_face_and_unknown_keys_are_reported_and_change_nothing(demo_model, wo
     with pytest.raises(RuntimeError, match="no shape key named 'nope'"):
         press()
     assert not bs.shape_key_action(char).get("mimic")  # still the user's action, untouched
+
+
+RETARGET = {"python -m": [sys.executable, "-m", "mimic_blender.retarget"],
+            "blender --command": [sys.executable, "-c", "import sys, mimic_blender; mimic_blender.register(); "
+                                  "status = mimic_blender.batch.cli_command(['retarget', *sys.argv[1:]]); "
+                                  "mimic_blender.unregister(); sys.exit(status)"]}
+
+
+@pytest.mark.slow  # Blender subprocesses
+@pytest.mark.parametrize("form, mode", [("python -m", "dense"), ("blender --command", "shape-keys")])
+def test_retarget_an_existing_animation(demo_model, world, model_motion, tmp_path, form, mode):
+    """The model head's animation in a .blend (no sound, no model needed) onto the character."""
+    open_shot(world, "MODEL")
+    press()
+    char = bpy.data.objects["Char"]
+    demo_model.character.place_landmarks(bpy.context, char, world[3])
+    shot, out = tmp_path / "animated.blend", tmp_path / "out.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(shot))
+    done = subprocess.run([*RETARGET[form], str(shot), "--source", "ModelHead", "--character", "Char", "--mode", mode,
+                           "--frames", "1-180", "--save", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "mimic: saved" in done.stderr.splitlines()[-1]
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    char = bpy.data.objects["Char"]
+    assert bs.shape_key_action(char).name == "Mimic retarget ModelHead"
+    truth = world[1].local_offsets(model_motion)
+    error, rms = rms_error(local_offsets(char, FRAMES), truth, lips_of(world[1]))
+    assert error <= (0.35 if mode == "dense" else 0.8) * rms, f"{error:.3g} cm from the truth (RMS {rms:.3g} cm)"
+
+    missing = subprocess.run([*RETARGET[form], str(shot), "--source", "Nobody", "--character", "Char", "--mode", mode,
+                              "--save", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert (missing.returncode == 1
+            and missing.stderr.strip().splitlines()[-1] == "mimic: error: no object named 'Nobody'")

@@ -4,13 +4,13 @@ come back are known."""
 
 from __future__ import annotations
 
+import character_scene as scene
 import numpy as np
 import pytest
+from character_scene import MODEL, SOURCE
 from scipy import sparse
 from scipy.optimize import lsq_linear
 
-import character_scene as scene
-from character_scene import MODEL, SOURCE
 from mimic.character import synthetic as S
 from mimic.character.solve import admm, solve_shape_keys
 from mimic.character.transfer import transfer

@@ -52,7 +52,8 @@ def test_full_size_checkpoint_with_released_weight_norm_names(full_params, full_
     state[WEIGHT_NORM + "weight_g"] = state.pop(WEIGHT_NORM + "parametrizations.weight.original0")
     state[WEIGHT_NORM + "weight_v"] = state.pop(WEIGHT_NORM + "parametrizations.weight.original1")
     model = model_from_official({"params": full_params, "model": state}, tmp_path, device="meta")
-    weight_g = model.state_dict()["audio_encoder.backbone.encoder.pos_conv_embed.conv.parametrizations.weight.original0"]
+    weight_g = model.state_dict()[
+        "audio_encoder.backbone.encoder.pos_conv_embed.conv.parametrizations.weight.original0"]
     assert tuple(weight_g.shape) == tuple(full_state[WEIGHT_NORM + "parametrizations.weight.original0"].shape)
 
 
@@ -66,7 +67,8 @@ def test_missing_key(full_params, full_state, tmp_path, key):
     assert "missing" in message and mentions_key(message, key), message
 
 
-@pytest.mark.parametrize("key", ["style_encoder.motion_map.weight", "decoder.transformer_decoder.layers.0.linear1.bias"])
+@pytest.mark.parametrize("key", ["style_encoder.motion_map.weight",
+                                 "decoder.transformer_decoder.layers.0.linear1.bias"])
 def test_wrong_shape(full_params, full_state, tmp_path, key):
     full_state[key] = torch.empty(tuple(full_state[key].shape[:-1]) + (full_state[key].shape[-1] + 1,), device="meta")
     with pytest.raises(MimicError) as error:
@@ -257,7 +259,8 @@ def test_project_weights_of_another_network(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"format": "something-else", "config": {}}',
                                      '{"format": "mimic", "version": 99, "config": {}}', '{"format": "mimic"}',
-                                     '{"format": "mimic", "config": [1]}', '{"format": "mimic", "config": {"colour": 1}}',
+                                     '{"format": "mimic", "config": [1]}',
+                                     '{"format": "mimic", "config": {"colour": 1}}',
                                      '{"format": "mimic", "config": {"alignment": "sideways"}}',
                                      '{"format": "mimic", "config": {"fps": 30}}'])
 def test_project_bad_config(tmp_path, tiny_model, content):

@@ -74,6 +74,12 @@ def test_stop_ends_the_process_and_removes_the_session_folder(backend):
     assert backend.process is None
 
 
+def test_the_backend_runs_below_blenders_priority(backend):
+    """So Blender's main loop (and Esc) keeps its turn on a busy machine."""
+    backend.start()
+    assert os.getpriority(os.PRIO_PROCESS, backend.process.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+
+
 def test_a_killed_backend_is_reported_as_died(backend, tmp_path):
     backend.start()
     backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
@@ -102,6 +108,24 @@ def test_a_killed_backend_is_reported_as_died(backend, tmp_path):
 
     backend.stop()  # cleans up after a dead process without raising
     assert backend.process is None and gone(process.pid) and not workdir.exists()
+
+
+def test_a_request_given_up_on_does_not_answer_the_next(backend):
+    """Its late replies (progress, result) carry its own id; the next request waits for its own."""
+    backend.start()
+    backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
+    workdir = backend.workdir
+    with np.load(paths.IO) as io:
+        np.save(workdir / "speech.npy", np.tile(io["speech_16k"], 4))
+        np.save(workdir / "reference.npy", io["style_motion"].reshape(-1, 64, 3) + io["template"].reshape(64, 3))
+        np.save(workdir / "neutral.npy", io["template"].reshape(64, 3))
+    with pytest.raises(BackendError) as given_up:
+        backend.request(p.GENERATE, timeout=0.01, audio=str(workdir / "speech.npy"), style=[0.0] * 32)
+    assert given_up.value.code == "timeout"
+    reply = backend.request(p.ENCODE_STYLE, timeout=120, vertices=str(workdir / "reference.npy"),
+                            neutral=str(workdir / "neutral.npy"))
+    assert reply["type"] == p.RESULT and len(reply["style"]) == 32 and "frames" in reply
+    assert backend.replies.empty()  # the abandoned generate's replies came first and were passed over
 
 
 def test_end_of_stdin_ends_the_backend(backend):

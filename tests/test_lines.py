@@ -34,6 +34,8 @@ from mimic.synth import phonemes as ph  # noqa: E402
 from mimic.synth.head import build_head  # noqa: E402
 from mimic.synth.rig import Rig, Style, identity_template  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Blender subprocesses, the farm tools
+
 MODEL = ROOT / "models" / "synth-demo"
 FPS = 24
 BOUND = 1e-4  # the default error bound (model units: metres)

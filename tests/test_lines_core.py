@@ -69,6 +69,7 @@ def test_reserved_columns_are_read_and_checked(tmp_path):
     ("lines.csv", "id,audio\n.hidden,a.wav\n", "id '.hidden' must be"),
     ("lines.csv", "id,audio\n" + "x" * 64 + ",a.wav\n", "must be 1-63 letters"),
     ("lines.csv", "id,audio\na,a.wav\nb,b.wav\na,c.wav\n", "row 3: id 'a' is already used by row 1"),
+    ("lines.csv", "id,audio\nGuard_1,a.wav\nguard_1,b.wav\n", "row 2: id 'guard_1' is already used by row 1"),
     ("lines.json", "{}", "must hold a JSON list of objects"),
     ("lines.json", "[1, 2]", "must hold a JSON list of objects"),
     ("lines.json", "[{\"id\": \"a\", \"audio\": \"a.wav\",", "is not valid JSON"),

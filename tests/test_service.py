@@ -96,7 +96,8 @@ def style_of(s) -> list[float]:
 
 def frames_of(result: dict) -> np.ndarray:
     mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
-    assert mean.shape == (V, 3) and basis.shape == (result["k"], V, 3) and weights.shape == (result["frames"], result["k"])
+    assert mean.shape == (V, 3) and basis.shape == (result["k"], V, 3)
+    assert weights.shape == (result["frames"], result["k"])
     return mean + np.einsum("tk,kvc->tvc", weights.astype(np.float64), basis)
 
 
@@ -231,7 +232,8 @@ def test_read_audio_cuts_a_16k_wav_exactly(s, io):
     reply = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, stop=40_000)
     assert reply["samples"] == 40_000 - 1234 and Path(reply["audio"]).parent == s.backend.workdir
     np.testing.assert_array_equal(np.load(reply["audio"]), speech[1234:40_000])
-    past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100, stop=len(speech) + 900)
+    past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100,
+                                     stop=len(speech) + 900)
     assert past_the_end["samples"] == 100
     for to_the_end in (dict(stop=None), {}):  # stop null or left out: the whole rest of the file
         rest = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, **to_the_end)
@@ -393,9 +395,9 @@ def test_cancel_of_a_request_not_running_hits_nothing_and_is_forgotten(s, io):
 
 
 def test_load_with_a_precision(s):
-    from mimic.precision import pick_precision
-
     import torch
+
+    from mimic.precision import pick_precision
 
     fast = s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu", precision=p.FAST)
     assert fast["precision"] == pick_precision(p.FAST, torch.device("cpu"))
@@ -421,7 +423,8 @@ def test_audio_at_its_own_rate_equals_mimic_generate_on_the_file(s, tmp_path, ra
     np.save(npy, samples)
     for name, array in (("style", np.load(s.files.reference)), ("template", np.load(s.files.neutral))):
         np.save(tmp_path / f"{name}.npy", array)
-    cli = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", CHECKPOINT, "--audio", str(wav),
+    cli = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", CHECKPOINT,
+                          "--audio", str(wav),
                           "--style", str(tmp_path / "style.npy"), "--template", str(tmp_path / "template.npy"),
                           "--offsets", "--device", "cpu", "--out", str(tmp_path / "cli.npy")],
                          capture_output=True, text=True, timeout=300)

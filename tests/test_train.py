@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tiny_vocaset import TINY_AUDIO, TINY_MODEL, V, config_dict, write_config
 from transformers import Wav2Vec2Config
 
 from mimic.checkpoint import load_model
@@ -25,7 +26,6 @@ from mimic.run_state import STATE_FILE, distributed_from_env, parameter_checksum
 from mimic.train import Trainer, run
 from mimic.train_config import parse_config
 from mimic.windows import WindowBatches, plan_epoch
-from tiny_vocaset import TINY_AUDIO, TINY_MODEL, V, config_dict, data_root, dataset, write_config  # noqa: F401
 
 
 def tiny_network(preset: str = "vocaset", **overrides) -> Mimic:

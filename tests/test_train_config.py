@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_vocaset import TINY_AUDIO, config_dict, write_config
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from mimic.cli import main
@@ -18,7 +19,6 @@ from mimic.model import MimicConfig
 from mimic.run_state import distributed_from_env
 from mimic.train import Trainer
 from mimic.train_config import LossesSection, TrainingSection, load_config, parse_config
-from tiny_vocaset import TINY_AUDIO, config_dict, data_root, dataset, write_config  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,8 @@ BAD = {
     "negative seed": ({"seed": -1}, r"seed must be at least 0, not int -1"),
     "wrong float": ({"training": {"lr": "fast"}}, r"training.lr must be a number, not str 'fast'"),
     "infinite float": ({"training": {"lr": float("inf")}}, r"training.lr must be a finite number, not float inf"),
-    "wrong bool": ({"losses": {"content_clip": {"enabled": "no"}}}, r"losses.content_clip.enabled must be true or false"),
+    "wrong bool": ({"losses": {"content_clip": {"enabled": "no"}}},
+                   r"losses.content_clip.enabled must be true or false"),
     "wrong text": ({"data": {"kind": 3, "root": "x"}}, r"data.kind must be text, not int 3"),
     "section not a mapping": ({"training": [1, 2]}, r"training must be a mapping"),
     "negative weight": ({"losses": {"style_cycle": {"weight": -1}}}, r"losses.style_cycle.weight must be at least 0"),
@@ -65,12 +66,14 @@ BAD = {
     "zero margin": ({"losses": {"content_cycle": {"margin": 0}}}, r"losses.content_cycle.margin must be more than 0"),
     "bad device": ({"training": {"device": "tpu"}}, r"training.device must be 'auto', 'cpu', 'cuda' or 'mps'"),
     "bad decay": ({"losses": {"inverse_classifier": {"decay": [20, 0.1]}}},
-                  r"losses.inverse_classifier.decay\[0\] must be an \[epoch, factor\] pair like \[20, 0.1\], not int 20"),
+                  r"losses.inverse_classifier.decay\[0\] must be an \[epoch, factor\] pair like \[20, 0.1\], "
+                  r"not int 20"),
     "two errors": ({"seed": "x", "training": {"epochs": 0}},
                    r"seed must be a whole number, not str 'x'; training.epochs must be at least 1"),
     "unknown model key": ({"model": {"feature_dims": 8}}, r"unknown key 'model.feature_dims'"),
     "wrong model type": ({"model": {"feature_dim": "wide"}}, r"model.feature_dim must be a whole number"),
-    "bad preset": ({"model": {"preset": "flame"}}, r"model.preset must be 'hdtf', 'vocaset' or 'biwi', not str 'flame'"),
+    "bad preset": ({"model": {"preset": "flame"}},
+                   r"model.preset must be 'hdtf', 'vocaset' or 'biwi', not str 'flame'"),
     "missing data": ({"data": None}, r"data must be a mapping"),
 }
 

@@ -42,7 +42,8 @@ def write_vocaset(root: Path) -> None:
             np.save(root / "vertices_npy" / f"{name}.npy", (templates[subject] + motion).reshape(2 * frames, -1)
                     .astype(np.float32))
             ts = np.arange(frames * 16000 // 30) / 16000
-            audio = 0.1 * np.sin(2 * np.pi * 220 * ts) * (1 + np.sin(2 * np.pi * 3 * ts)) + 0.01 * rng.normal(size=len(ts))
+            audio = (0.1 * np.sin(2 * np.pi * 220 * ts) * (1 + np.sin(2 * np.pi * 3 * ts))
+                     + 0.01 * rng.normal(size=len(ts)))
             soundfile.write(root / "wav" / f"{name}.wav", audio.astype(np.float32), 16000)
 
 

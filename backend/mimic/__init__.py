@@ -1,8 +1,9 @@
 """Mimic: speaking-style disentanglement for speech-driven 3D facial animation."""
 
-import tomllib
 from importlib import metadata
 from pathlib import Path
+
+import tomllib
 
 
 def _version() -> str:

@@ -48,11 +48,15 @@ OFFICIAL_RENAMES = [
     (r"^audio_encoder\.down_sample\.(weight|bias)$", r"audio_encoder.downsample.\1"),
     (r"^audio_encoder\.audio_feature_map\.(weight|bias)$", r"audio_encoder.out_proj.\1"),
     (r"^decoder\.transformer_decoder\.layers\.0\.self_attn\.in_proj_(weight|bias)$", r"decoder.self_attn.in_proj.\1"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.self_attn\.out_proj\.(weight|bias)$", r"decoder.self_attn.out_proj.\1"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.in_proj_(weight|bias)$", r"decoder.cross_attn.in_proj.\1"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.out_proj\.(weight|bias)$", r"decoder.cross_attn.out_proj.\1"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.self_attn\.out_proj\.(weight|bias)$",
+     r"decoder.self_attn.out_proj.\1"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.in_proj_(weight|bias)$",
+     r"decoder.cross_attn.in_proj.\1"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.out_proj\.(weight|bias)$",
+     r"decoder.cross_attn.out_proj.\1"),
     (r"^decoder\.transformer_decoder\.layers\.0\.linear([12])\.(weight|bias)$", r"decoder.ff\1.\2"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.norm([123])\.style\.affine\.(weight|bias)$", r"decoder.norm\1.affine.\2"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.norm([123])\.style\.affine\.(weight|bias)$",
+     r"decoder.norm\1.affine.\2"),
     (r"^decoder\.motion_map\.(weight|bias)$", r"decoder.motion_in.\1"),
     (r"^decoder\.motion_map_r\.(weight|bias)$", r"decoder.motion_out.\1"),
     (r"^style_class_head\.class_head\.(weight|bias)$", r"style_classifier.\1"),
@@ -171,7 +175,8 @@ def config_from_official(params: dict, base_dir: Path) -> MimicConfig:
             encoder_ff=flat["dim_feedforward"], decoder_heads=decoder["nhead"], decoder_ff=decoder["dim_feedforward"],
             num_ids=flat["train_ids"], window=flat.get("window", 150), audio_model=audio))
     except KeyError as e:
-        raise MimicError(f"checkpoint config lacks {e.args[0]!r}; is this a Mimic checkpoint?", p.BAD_CHECKPOINT) from None
+        raise MimicError(f"checkpoint config lacks {e.args[0]!r}; is this a Mimic checkpoint?",
+                         p.BAD_CHECKPOINT) from None
 
 
 def resolve_audio_model(name: str, base_dir: Path) -> dict:
@@ -226,7 +231,8 @@ def _load_project(folder: Path) -> Mimic:
     try:
         state = load_file(weights_file)
     except (SafetensorError, OSError) as e:
-        raise MimicError(f"{weights_file} is not a readable safetensors file ({_first_line(e)})", p.BAD_CHECKPOINT) from None
+        raise MimicError(f"{weights_file} is not a readable safetensors file ({_first_line(e)})",
+                         p.BAD_CHECKPOINT) from None
     return _assemble(config, state, str(weights_file), "cpu")
 
 

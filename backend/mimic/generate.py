@@ -74,7 +74,8 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise MimicError("device 'cuda' asked for, but PyTorch sees no CUDA GPU (install a CUDA build or use --device cpu)")
+        raise MimicError("device 'cuda' asked for, but PyTorch sees no CUDA GPU "
+                         "(install a CUDA build or use --device cpu)")
     if name == "mps" and not torch.backends.mps.is_available():
         raise MimicError("device 'mps' asked for, but this PyTorch has no Apple MPS support (use --device cpu)")
     if name not in ("cpu", "cuda", "mps"):
@@ -87,7 +88,9 @@ class Generator:
     the device and sets its audio encoder's `precision` (mimic.precision; fp32, the default, is
     the official network's arithmetic)."""
 
-    def __init__(self, model: Mimic, device: torch.device, batch_windows: int = BATCH_WINDOWS, precision: str = FP32):
+    def __init__(self, model: Mimic, device: torch.device | str, batch_windows: int = BATCH_WINDOWS,
+                 precision: str = FP32):
+        device = torch.device(device)
         self.precision = pick_precision(precision, device)
         self.model = model.to(device).eval()
         set_precision(self.model.audio_encoder, self.precision)

@@ -47,7 +47,8 @@ def wav2vec2_base_geometry() -> dict:
 class MimicConfig:
     vertex_count: int = 5023  # FLAME head
     fps: float = 25.0  # motion frames per second
-    alignment: str = "conv"  # audio 50 Hz -> frames: "conv" stride-2 conv (25 fps), "interpolate" linear (any fps), "pair" 2 features per frame
+    alignment: str = "conv"  # audio 50 Hz -> frames: "conv" stride-2 conv (25 fps), "interpolate" linear (any fps),
+                             # "pair" 2 features per frame
     feature_dim: int = 128  # width of style, content and audio codes and of the decoder
     hidden_size: int = 128  # width of the encoders' transformers
     conv_layers: int = 5  # conv blocks at the start of each motion encoder

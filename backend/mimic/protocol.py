@@ -17,8 +17,9 @@ VERSION = 4  # 2: read_audio; 3: generate sample_rate, fit_character, transfer, 
 HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, precisions, model}
 LOAD = "load"  # {checkpoint, device, precision} -> model facts: {checkpoint, device, precision, vertex_count, ...}
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
-READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate (stop null: to the end)} -> {audio: npy, samples}
-GENERATE = "generate"  # {audio: npy mono float32, sample_rate (default: the model's), style: [C floats], error_bound} -> compact result
+READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate (stop null: to the end)}
+                           # -> {audio: npy, samples}
+GENERATE = "generate"  # {audio: npy mono, sample_rate, style: [C floats], error_bound} -> compact result
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
 # Characters (geometry only: no model needs to be loaded)

@@ -30,8 +30,17 @@ from .checkpoint import load_model
 from .errors import MimicError
 from .losses import TERMS, TrainingStep
 from .model import Mimic, MimicConfig, audio_backbone
-from .run_state import (Distributed, distributed_from_env, parameter_checksum, read_state, rng_state, seed_everything,
-                        set_rng_state, setup_device, write_checkpoint)
+from .run_state import (
+    Distributed,
+    distributed_from_env,
+    parameter_checksum,
+    read_state,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    setup_device,
+    write_checkpoint,
+)
 from .train_config import TrainConfig, build_config, load_config
 from .windows import Batch, WindowBatches, collate, plan_epoch
 
@@ -71,7 +80,8 @@ class Trainer:
         self.labels = {subject: i for i, subject in enumerate(dataset.train_subjects)}
         strangers = sorted({s.subject for s in self.sequences} - set(self.labels))
         if strangers:
-            raise MimicError(f"training sequences of subjects {strangers[:5]} that are not in the data's train_subjects")
+            raise MimicError(f"training sequences of subjects {strangers[:5]} "
+                             "that are not in the data's train_subjects")
         if not self.sequences:
             raise MimicError(f"the {dataset.kind} data at {dataset.root} has no training sequence")
         self.templates = {s: np.asarray(dataset.template(s), dtype=np.float32) for s in self.labels}
@@ -92,7 +102,8 @@ class Trainer:
             raise MimicError(f"the network animates {mc.vertex_count} vertices at {mc.fps:g} fps but the data has "
                              f"{dataset.vertex_count} at {float(dataset.fps):g}")
         if mc.num_ids < len(self.labels):
-            raise MimicError(f"the network's classifiers know {mc.num_ids} subjects but the data has {len(self.labels)}")
+            raise MimicError(f"the network's classifiers know {mc.num_ids} subjects "
+                             f"but the data has {len(self.labels)}")
         self.model.audio_encoder.freeze_feature_encoder()
         self.model.to(device).train()
         self.objective = config.losses.objective()
@@ -137,7 +148,8 @@ class Trainer:
         if place.main:
             from torch.utils.tensorboard import SummaryWriter
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "train.yaml").write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+            (self.run_dir / "train.yaml").write_text(
+                yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
             self._announce()
         try:
@@ -154,7 +166,8 @@ class Trainer:
         if place.active:
             self._check_agreement()
         if place.main:
-            log(f"done at step {self.step}, {self.epoch} of {t.epochs} epochs complete; model in {self.run_dir / 'last'}")
+            log(f"done at step {self.step}, {self.epoch} of {t.epochs} epochs complete; "
+                f"model in {self.run_dir / 'last'}")
         return self.run_dir / "last"
 
     def _epoch(self, writer) -> bool:
@@ -164,7 +177,8 @@ class Trainer:
         t, place, config = self.config.training, self.place, self.config
         for group in self.optimizer.param_groups:
             group["lr"] = t.learning_rate(self.epoch)
-        plan = plan_epoch(len(self.sequences), t.windows_per_sequence, t.batch_size, place.world, config.seed, self.epoch)
+        plan = plan_epoch(len(self.sequences), t.windows_per_sequence, t.batch_size, place.world, config.seed,
+                          self.epoch)
         rows = list(range(place.rank, len(plan), place.world))  # this process's batches, in order
         items = WindowBatches(self.sequences, self.templates, self.labels, plan, rows, t.window,
                               self.model.config.sample_rate, self.model.config.fps, config.seed, self.epoch)
@@ -173,7 +187,8 @@ class Trainer:
             num_workers=config.data.num_workers, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(config.seed + self.epoch))  # leaves the global RNG alone
         weights = self.objective.weights_at(self.epoch)
-        keys = ["loss", *weights] + [f"{head}_accuracy" for head in ("style", "inverse") if f"{head}_classifier" in weights]
+        keys = ["loss", *weights] + [f"{head}_accuracy" for head in ("style", "inverse")
+                                     if f"{head}_classifier" in weights]
         totals, count, stop = np.zeros(len(keys)), 0, False
         bar = tqdm(total=len(rows), initial=self.batch, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="step",
                    file=sys.stderr, disable=not place.main, dynamic_ncols=True)
@@ -271,7 +286,8 @@ class Trainer:
         off = [k for k in TERMS if k not in self.objective.weights]
         log(f"losses: {on}{'; off: ' + ', '.join(off) if off else ''}")
         processes = f"{self.place.world} processes ({dist.get_backend()})" if self.place.active else "1 process"
-        log(f"device {self.device}, {processes}, AMP {'on' if self.amp else 'off'}; {self.steps_per_epoch()} step{'s' if self.steps_per_epoch() != 1 else ''} "
+        log(f"device {self.device}, {processes}, AMP {'on' if self.amp else 'off'}; "
+            f"{self.steps_per_epoch()} step{'s' if self.steps_per_epoch() != 1 else ''} "
             f"per epoch of batch {t.batch_size}{' x ' + str(self.place.world) if self.place.active else ''}")
 
 

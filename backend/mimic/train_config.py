@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, \
-    model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 from .errors import MimicError
 from .losses import OFFICIAL_INVERSE_DECAY, OFFICIAL_WEIGHTS, TERMS, Objective
@@ -68,7 +77,8 @@ class TrainingSection(Section):
     lr: Annotated[Number, Field(gt=0)] = 1e-4
     lr_decay_every: Count | None = None  # multiply the learning rate by lr_decay_gamma every this many epochs
     lr_decay_gamma: Annotated[Number, Field(gt=0)] = 0.1
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # under torchrun: cuda:LOCAL_RANK when there is CUDA, else cpu
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # under torchrun: cuda:LOCAL_RANK when there is CUDA,
+                                                            # else cpu
     amp: bool = True  # mixed precision (float16 autocast + GradScaler); only ever on CUDA
     save_every: Count = 5  # epochs between checkpoints (and model snapshots epoch_NNNN/)
     log_every: Count = 10  # steps between TensorBoard points
@@ -85,7 +95,8 @@ class Term(Section):
 
 class InverseTerm(Term):
     alpha: Number = 1.0  # gradient-reversal factor
-    decay: list[Annotated[tuple[int, Number], BeforeValidator(_pair)]] = list(OFFICIAL_INVERSE_DECAY)  # [[from epoch, factor], ...]
+    # [[from epoch, factor], ...]
+    decay: list[Annotated[tuple[int, Number], BeforeValidator(_pair)]] = list(OFFICIAL_INVERSE_DECAY)
 
 
 class MarginTerm(Term):
@@ -145,7 +156,8 @@ class TrainConfig(Section):
     data: DataSection
     seed: Whole = 0
     model: ModelSection = ModelSection()  # preset + MimicConfig overrides; audio_model: transformers config overrides
-    audio_pretrained: AbsolutePath | None = None  # local Hugging Face folder with the audio backbone's pretrained weights
+    audio_pretrained: AbsolutePath | None = None  # local Hugging Face folder with the audio backbone's pretrained
+                                                  # weights
     training: TrainingSection = TrainingSection()
     losses: LossesSection = LossesSection()
 
@@ -218,7 +230,8 @@ def build_config(config: TrainConfig, dataset) -> MimicConfig:
     section = config.model.model_dump()
     preset = section.pop("preset", config.data.kind if config.data.kind in PRESETS else None)
     if preset is None:
-        raise MimicError(f"model.preset is required for data of kind {config.data.kind!r} (one of {', '.join(PRESETS)})")
+        raise MimicError(f"model.preset is required for data of kind {config.data.kind!r} "
+                         f"(one of {', '.join(PRESETS)})")
     overrides = section.pop("audio_model", {})
     for key, actual in (("vertex_count", dataset.vertex_count), ("fps", float(dataset.fps))):
         if key in section and section[key] != actual:
@@ -253,7 +266,8 @@ def _audio_geometry(base: dict, overrides: dict) -> dict:
             raise MimicError(f"unknown key 'model.audio_model.{key}' (not a {config_class.__name__} setting)")
         known = base[key]
         if known is not None and value is not None and _category(known) != _category(value):
-            raise MimicError(f"model.audio_model.{key} must be {_category(known)} like {known!r}, not {_describe(value)}")
+            raise MimicError(f"model.audio_model.{key} must be {_category(known)} like {known!r}, "
+                             f"not {_describe(value)}")
     try:
         return config_class.from_dict({**base, **overrides}).to_dict()
     except Exception as e:  # transformers validates in its own ways

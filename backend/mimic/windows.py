@@ -70,7 +70,8 @@ class WindowBatches(torch.utils.data.Dataset):
         for s, v in zip(seqs, vertices):
             template = self.templates[s.subject]
             if v.ndim != 3 or v.shape[1:] != template.shape:
-                raise MimicError(f"{s.vertices_path}: vertices of shape {v.shape}, expected (frames, {template.shape[0]}, 3)")
+                raise MimicError(f"{s.vertices_path}: vertices of shape {v.shape}, "
+                                 f"expected (frames, {template.shape[0]}, 3)")
             if len(v) < MIN_FRAMES:
                 raise MimicError(f"{s.name} has {len(v)} frames; training needs at least {MIN_FRAMES}: leave it "
                                  "out of the training split")

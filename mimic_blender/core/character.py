@@ -5,17 +5,17 @@ bytes of its .npz, which the Blender layer keeps in the .blend."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import session
-from .mapping import unit_tracks
 from .backend_source import protocol as p
 from .compute import compute
 from .errors import JobError
+from .mapping import unit_tracks
 from .settings import Inputs, Outputs, Settings
 
 MODES = ("DENSE", "SHAPE_KEYS")
@@ -61,15 +61,17 @@ def _fit_file(backend, fit: bytes) -> str:
     return str(path)
 
 
-def fit(settings: Settings, model: Mesh, character: Mesh, landmarks: dict[str, list[float]] | None) -> tuple[bytes, dict]:
+def fit(settings: Settings, model: Mesh, character: Mesh,
+        landmarks: dict[str, list[float]] | None) -> tuple[bytes, dict]:
     """Fit the model head (its rest shape in its own space: the space of its motion) onto the
     character (world space). Landmarks: {name: world point}, or None to find them. Returns the
     fit's bytes and its quality numbers (character units), with the landmarks it used."""
-    backend = session.backend(settings, model=False)
-    files = {name: _save(backend, name, array) for name, array in (
-        ("model_vertices", model.vertices), ("model_faces", model.triangles),
-        ("character_vertices", character.vertices), ("character_faces", character.triangles))}
-    result = backend.request(p.FIT_CHARACTER, landmarks=landmarks, character_matrix=character.matrix.tolist(), **files)
+    with session.use(settings, need_model=False) as backend:
+        files = {name: _save(backend, name, array) for name, array in (
+            ("model_vertices", model.vertices), ("model_faces", model.triangles),
+            ("character_vertices", character.vertices), ("character_faces", character.triangles))}
+        result = backend.request(p.FIT_CHARACTER, landmarks=landmarks, character_matrix=character.matrix.tolist(),
+                                 **files)
     path = Path(result["fit"])
     try:
         return path.read_bytes(), {**result["quality"], "landmarks": result["landmarks"]}
@@ -124,7 +126,11 @@ def compact_motion(motion: np.ndarray, bound: float) -> Outputs:
 
 def onto(outputs: Outputs, character: CharacterInputs, settings: Settings) -> Outputs | KeyOutputs:
     """A compact result of the model head carried onto the character (geometry only: no model)."""
-    backend = session.backend(settings, model=False)
+    with session.use(settings, need_model=False) as backend:
+        return _onto(backend, outputs, character)
+
+
+def _onto(backend, outputs: Outputs, character: CharacterInputs) -> Outputs | KeyOutputs:
     fit_path = _fit_file(backend, character.fit)
     files = [fit_path]
     try:

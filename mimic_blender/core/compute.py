@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mapping, session
+from . import mapping, session, stages
 from .backend_source import protocol as p
 from .errors import BackendError, JobError
 from .settings import Audio, Inputs, Outputs, Settings
@@ -55,22 +55,36 @@ def check_vertex_count(backend, target_name: str, count: int) -> None:
 
 def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = None,
             cancelled: Callable[[], bool] | None = None) -> Outputs:
-    backend = session.backend(settings)
-    check_vertex_count(backend, inputs.target_name, len(inputs.rest))
-    code = inputs.style_code
-    if code is None:
-        code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
-    audio, rate = audio_file(backend, inputs)
-    try:
-        result = backend.request(p.GENERATE, on_progress=on_progress, cancelled=cancelled, audio=audio,
-                                 sample_rate=rate, style=code, error_bound=settings.error_bound)
-    finally:
-        Path(audio).unlink(missing_ok=True)
-    try:
-        mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
-    finally:
-        for name in ("mean", "basis", "weights"):
-            Path(result[name]).unlink(missing_ok=True)
+    """`on_progress(done, total, stage)` hears every stage (see core.stages); once `cancelled()`
+    says True the job ends with BackendError(cancelled) at the next step, or within the running
+    generate's window, having changed nothing."""
+    report = on_progress or (lambda done, total, stage: None)
+
+    def step(stage: str) -> None:
+        if cancelled is not None and cancelled():
+            raise BackendError(p.CANCELLED, "cancelled")
+        report(0, 0, stage)
+
+    with session.use(settings, report, cancelled) as backend:
+        check_vertex_count(backend, inputs.target_name, len(inputs.rest))
+        code = inputs.style_code
+        if code is None:
+            step(p.ENCODE_STYLE)
+            code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
+        if not isinstance(inputs.audio, Audio):
+            step(p.READ_AUDIO)
+        audio, rate = audio_file(backend, inputs)
+        try:
+            step(p.GENERATE)
+            result = backend.request(p.GENERATE, on_progress=report, cancelled=cancelled, audio=audio,
+                                     sample_rate=rate, style=code, error_bound=settings.error_bound)
+        finally:
+            Path(audio).unlink(missing_ok=True)
+        try:
+            mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
+        finally:
+            for name in ("mean", "basis", "weights"):
+                Path(result[name]).unlink(missing_ok=True)
     frames = inputs.frames
     if frames is None:
         frames = mapping.resample_count(result["frames"], result["fps"], inputs.scene_fps)
@@ -80,7 +94,7 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
 
 
 def print_progress(done: int, total: int, stage: str) -> None:
-    print(f"mimic: {stage} {done}/{total} frames", file=sys.stderr, flush=True)
+    print(f"mimic: {stages.describe(done, total, stage)[1]}", file=sys.stderr, flush=True)
 
 
 def summary(inputs: Inputs, outputs: Outputs) -> str:

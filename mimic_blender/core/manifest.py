@@ -89,9 +89,10 @@ def read_manifest(path: str | Path) -> list[Line]:
         except ValueError as e:
             problems.append(f"{where} {number}: {e}")
             continue
-        if line.id in seen:
-            problems.append(f"{where} {number}: id '{line.id}' is already used by {where} {seen[line.id]}")
-        seen.setdefault(line.id, number)
+        folded = line.id.casefold()  # ids name files: some file systems do not tell case apart
+        if folded in seen:
+            problems.append(f"{where} {number}: id '{line.id}' is already used by {where} {seen[folded]}")
+        seen.setdefault(folded, number)
         lines.append(line)
     if problems:
         shown = problems[:SHOWN_PROBLEMS] + ([f"... and {len(problems) - SHOWN_PROBLEMS} more"]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import platform
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,14 @@ class Settings:
     error_bound: float = p.DEFAULT_ERROR_BOUND  # model units (metres for FLAME)
     units: str = "AUTO"  # mesh units per model unit: AUTO, METRES, CENTIMETRES, MILLIMETRES
     curves: str = "AUTO"  # KEYS (editable keyframes), SAMPLES (baked, compact), AUTO (samples past KEYS_BUDGET)
+    idle_stop: float = 15 * 60.0  # seconds without a job after which the warm backend stops, freeing memory; 0: never
+
+
+def devices(system: str = sys.platform, machine: str = platform.machine()) -> list[str]:
+    """The devices offered (`auto` picks the best present): CUDA on Windows and Linux, MPS on Apple silicon."""
+    if system != "darwin":
+        return ["auto", "cpu", "cuda"]
+    return ["auto", "cpu", "mps"] if machine == "arm64" else ["auto", "cpu"]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .backend_source import SOURCE
 from .errors import SetupError
+from .processes import clean_env, popen_options
 
 _PIN = json.loads((SOURCE / "torch.json").read_text())  # the one torch pin, install/setup.sh reads it too
 TORCH_VERSION = _PIN["version"]
@@ -49,8 +50,8 @@ def find_python_problems(python: str) -> list[str]:
     if not Path(python).is_file():
         return [f"interpreter not found: {python}"]
     try:
-        done = subprocess.run([python, "-c", CHECK, *PACKAGES], capture_output=True, text=True,
-                              errors="replace", timeout=120, env=_clean_env())
+        done = subprocess.run([python, "-c", CHECK, *PACKAGES], capture_output=True, encoding="utf-8",
+                              errors="replace", timeout=120, env=clean_env(os.environ), **popen_options())
     except (OSError, subprocess.TimeoutExpired) as error:
         return [f"could not run {python}: {error}"]
     if done.returncode != 0:
@@ -60,21 +61,23 @@ def find_python_problems(python: str) -> list[str]:
 
 
 def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line: Callable[[str], None] = print,
-                  extra_pip_args: tuple[str, ...] = ()) -> Path:
+                  extra_pip_args: tuple[str, ...] = (), cancelled: Callable[[], bool] = lambda: False) -> Path:
     """Make (or update) a venv at `venv_dir` with PyTorch and the backend package from `backend_src`.
 
-    `torch` is "cpu" or "cuda"; `extra_pip_args` go to the backend's own install. Safe to re-run.
-    Returns the venv's interpreter.
+    `torch` is one of torch_builds(); `extra_pip_args` go to the backend's own install; once
+    `cancelled()` says True the running step is stopped at its next output line (SetupError).
+    Safe to re-run. Returns the venv's interpreter.
     """
-    if torch not in TORCH_INDEX:
-        raise ValueError(f"torch must be one of {sorted(TORCH_INDEX)}, not {torch!r}")
+    run = lambda step, command: _run(step, command, on_line, cancelled)
+    if torch not in torch_builds():
+        raise ValueError(f"torch must be one of {list(torch_builds())} here, not {torch!r}")
     python = venv_python(venv_dir)
-    _run("create the environment", [_base_python(), "-m", "venv", str(venv_dir)], on_line)
+    run("create the environment", [_base_python(), "-m", "venv", str(venv_dir)])
     pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
-    _run("upgrade pip", [*pip, "--upgrade", "pip"], on_line)
+    run("upgrade pip", [*pip, "--upgrade", "pip"])
     index = TORCH_INDEX[torch]
-    _run(f"install PyTorch {TORCH_VERSION} ({torch})",
-         [*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])], on_line)
+    run(f"install PyTorch {TORCH_VERSION} ({torch})",
+        [*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])])
     with tempfile.TemporaryDirectory(prefix="mimic-backend-src-") as tmp:
         # pip builds a local project in place: build from a copy, so the extension folder stays clean;
         # the manifest beside it holds the version.
@@ -83,8 +86,14 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
         manifest = backend_src.parent / "blender_manifest.toml"
         if manifest.is_file():
             shutil.copy2(manifest, tmp)
-        _run("install the backend", [*pip, *extra_pip_args, str(source)], on_line)
+        run("install the backend", [*pip, *extra_pip_args, str(source)])
     return python
+
+
+def torch_builds(platform: str = sys.platform) -> tuple[str, ...]:
+    """The PyTorch builds Set up Backend offers: CUDA on Windows and Linux; on macOS the package
+    index's build, which runs on Apple silicon's GPU (MPS)."""
+    return ("cpu",) if platform == "darwin" else ("cpu", "cuda")
 
 
 def venv_python(venv_dir: Path, platform: str = os.name) -> Path:
@@ -96,28 +105,26 @@ def _base_python() -> str:
     """The interpreter to make the venv with: this one (Blender's own Python inside Blender), else one on PATH."""
     candidates = dict.fromkeys(filter(None, (sys.executable, shutil.which("python3.11"), shutil.which("python3"))))
     for candidate in candidates:
-        if subprocess.run([candidate, "-c", USABLE_BASE], capture_output=True, env=_clean_env()).returncode == 0:
+        if subprocess.run([candidate, "-c", USABLE_BASE], capture_output=True, env=clean_env(os.environ),
+                          **popen_options()).returncode == 0:
             return candidate
     raise SetupError(f"no Python 3.11+ able to make a virtual environment was found (tried {', '.join(candidates)}). "
                      "Install Python 3.11, or point the add-on's Preferences at an existing environment")
 
 
-def _run(step: str, command: list[str], on_line: Callable[[str], None]) -> None:
+def _run(step: str, command: list[str], on_line: Callable[[str], None], cancelled: Callable[[], bool]) -> None:
     on_line(f"[{step}] {' '.join(command)}")
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     try:
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace", env=_clean_env()) as process:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8",
+                              errors="replace", env=clean_env(os.environ), **popen_options()) as process:
             for line in process.stdout:
+                if cancelled():
+                    process.kill()
+                    raise SetupError(f"cancelled while trying to {step}: click Set up Backend again to finish")
                 tail.append(line.rstrip())
                 on_line(tail[-1])
     except OSError as error:
         raise SetupError(f"could not {step}: {error}") from error
     if process.returncode != 0:
         raise SetupError(f"could not {step} (exit code {process.returncode}). Last output:\n" + "\n".join(tail))
-
-
-def _clean_env() -> dict[str, str]:
-    """Our environment without the variables that would make another interpreter see this one's packages."""
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
-    return dict(env, PYTHONUNBUFFERED="1")

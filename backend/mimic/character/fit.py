@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,8 @@ class Fit:
         except (OSError, ValueError, EOFError) as e:
             raise MimicError(f"cannot read the fit {path}: {e or 'it is empty'}") from None
         if not isinstance(data, np.lib.npyio.NpzFile):
-            raise MimicError(f"{path} is not a character fit (an .npz that fit_character wrote): fit the character again")
+            raise MimicError(f"{path} is not a character fit (an .npz that fit_character wrote): "
+                             "fit the character again")
         with data:
             arrays = {k: data[k] for k in data.files}
         names = [f.name for f in fields(cls)]
@@ -142,7 +143,8 @@ def fit_character(model_vertices, model_faces, character_vertices, character_fac
     rigid_error = float(np.sqrt(((aligned - target) ** 2).sum(1).mean()))
     if rigid_error > MISFIT * spread:
         raise MimicError(f"the landmarks do not fit the model's face (RMS error {rigid_error:.4g}, "
-                         f"{100 * rigid_error / spread:.0f}% of their spread): check that each sits where its name says")
+                         f"{100 * rigid_error / spread:.0f}% of their spread): "
+                         "check that each sits where its name says")
     scale = float(np.cbrt(np.linalg.det(similarity[:3, :3])))
 
     facing = _facing(character, points)

@@ -78,7 +78,8 @@ def surface_anchors(mesh: trimesh.Trimesh, names, points: np.ndarray) -> Anchors
     """Anchors at the closest surface points of `points` (L, 3)."""
     closest, _, triangles = trimesh.proximity.closest_point(mesh, np.asarray(points, np.float64))
     bary = trimesh.triangles.points_to_barycentric(mesh.triangles[triangles], closest)
-    return Anchors(tuple(names), np.asarray(triangles), np.clip(bary, 0.0, 1.0) / np.clip(bary, 0.0, 1.0).sum(1, keepdims=True))
+    return Anchors(tuple(names), np.asarray(triangles),
+                   np.clip(bary, 0.0, 1.0) / np.clip(bary, 0.0, 1.0).sum(1, keepdims=True))
 
 
 def vertex_anchors(faces: np.ndarray, indices: dict[str, int], vertex_count: int) -> Anchors:
