@@ -42,7 +42,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 RATE = 16000
 VERTICES = 5023
-REPEAT = 2  # runs of each process and of each in-process timing; the fastest is shown
+REPEAT = 2  # default runs of each process and of each in-process timing; the fastest is shown
 MOTION_STD = 2e-4  # of the random output map: vertices move by up to about a centimetre, as in speech
 
 
@@ -95,7 +95,7 @@ def write_inputs(folder: Path, lengths: list[float]) -> dict:
     return files
 
 
-def timed_process(*args: str, repeat: int = REPEAT) -> tuple[Clock, dict]:
+def timed_process(*args: str, repeat: int) -> tuple[Clock, dict]:
     """Run a Python process `repeat` times; the fastest run's clock and the JSON it printed last
     on stdout (if any). The fastest run is the one least disturbed by other processes."""
     runs = []
@@ -178,18 +178,19 @@ ROLES = {"official": role_official, "wav2vec2": role_wav2vec2}
 # ------------------------------------------------------------------------------ the tables
 
 
-def whole_processes(files: dict, seconds: float, tmp: Path) -> dict:
+def whole_processes(files: dict, seconds: float, tmp: Path, repeat: int) -> dict:
     audio, rows = str(files[seconds]), {}
     common = ["--checkpoint", str(files["checkpoint"]), "--audio", audio, "--style", str(files["style"]),
               "--template", str(files["template"]), "--device", "cpu"]
     outputs = {}
     for name, extra in (("mimic generate (fp32)", []), ("mimic generate --precision fast", ["--precision", "fast"])):
         outputs[name] = tmp / f"ours-{len(outputs)}-{seconds:g}.npy"
-        rows[name] = timed_process("-m", "mimic.cli", "generate", *common, "--out", str(outputs[name]), *extra)
+        rows[name] = timed_process("-m", "mimic.cli", "generate", *common, "--out", str(outputs[name]), *extra,
+                                   repeat=repeat)
     official_out = tmp / f"official-{seconds:g}.npy"
     rows["official loop"] = timed_process("-m", "benchmarks.generate", "official", str(files["checkpoint"]), audio,
-                                          str(files["style"]), str(files["template"]), str(official_out))
-    rows["wav2vec2 alone"] = timed_process("-m", "benchmarks.generate", "wav2vec2", audio)
+                                          str(files["style"]), str(files["template"]), str(official_out), repeat=repeat)
+    rows["wav2vec2 alone"] = timed_process("-m", "benchmarks.generate", "wav2vec2", audio, repeat=repeat)
     official = np.load(official_out)
     deviations = {name: float(np.abs(np.load(path) - official).max()) for name, path in outputs.items()}
     return {"rows": rows, "deviations": deviations}
@@ -222,7 +223,7 @@ def print_whole(seconds: float, result: dict) -> dict:
     return ratios
 
 
-def precision_table(files: dict, seconds: float) -> dict:
+def precision_table(files: dict, seconds: float, repeat: int) -> dict:
     """The generator in this process at each supported precision, against fp32."""
     import soundfile
     import torch
@@ -241,7 +242,7 @@ def precision_table(files: dict, seconds: float) -> dict:
         for _ in generator.stream(audio[:RATE * 6], code):  # warm-up: one window
             pass
         clocks = []
-        for _ in range(REPEAT):
+        for _ in range(repeat):
             with Clock() as clock:
                 motion = np.concatenate(list(generator.stream(audio, code)))
             clocks.append(clock)
@@ -290,6 +291,7 @@ def main() -> None:
         return ROLES[sys.argv[1]](*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", default="20,60", help="lengths of speech, comma-separated (default 20,60)")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help=f"runs of each timing, the fastest shown ({REPEAT})")
     args = parser.parse_args()
     lengths = [float(s) for s in args.seconds.split(",")]
     import torch
@@ -302,8 +304,8 @@ def main() -> None:
             files = write_inputs(tmp, lengths)
         size = files["checkpoint"].stat().st_size / 1e6
         print(f"inputs and a {size:.0f} MB checkpoint written in {clock.seconds:.1f} s")
-        ratios = {s: print_whole(s, whole_processes(files, s, tmp)) for s in lengths}
-        table = precision_table(files, max(lengths))
+        ratios = {s: print_whole(s, whole_processes(files, s, tmp, args.repeat)) for s in lengths}
+        table = precision_table(files, max(lengths), args.repeat)
         latencies = cancel_latency(files, max(lengths), tmp)
     print("\ntargets (our whole process against ...)")
     for seconds, by_precision in ratios.items():
