@@ -24,7 +24,8 @@ pytestmark = pytest.mark.gui
 TOOL = Path(os.environ.get("GUI_BLENDER", ROOT.parent / "shared" / "tools" / "gui-blender"))
 CHROOT = Path(os.environ.get("GUI_BLENDER_ROOT", "/var/cache/mimic-gui-blender")) / "trixie"
 # what the bar says, in order (Reading the sound: a Blender without its aud module, as Debian's)
-STAGES = ["Starting", "Encoding the style", "Reading the sound", "Generating", "Compressing", "Writing keys"]
+STAGES = ["Starting", "Encoding the style", "Reading the sound", "Encoding the audio", "Generating", "Compressing",
+          "Writing keys"]
 ESC_TARGET = 0.5  # seconds: the aim, recorded; the tests assert a generous bound only
 
 
