@@ -88,6 +88,7 @@ def checkout(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # a nested test run / a Blender subprocess
 def test_the_core_computes_from_that_checkout(checkout):
     """test_core there: its backend is the copy's, run by the copy's interpreter."""
     python = venv_python(checkout / ".venv")
@@ -101,6 +102,7 @@ def test_the_core_computes_from_that_checkout(checkout):
     assert " passed" in done.stdout and "failed" not in done.stdout
 
 
+@pytest.mark.slow  # a nested test run / a Blender subprocess
 def test_the_extension_builds_installs_and_starts_its_backend_from_there(checkout, tmp_path):
     python = venv_python(checkout / ".venv")
     out = checkout / "dist" / "mimic ü.zip"

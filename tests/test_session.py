@@ -89,8 +89,8 @@ def test_a_cold_job_reports_every_stage_in_order():
     seen = []
     compute.compute(demo_inputs(), SETTINGS, on_progress=lambda *a: seen.append(a))
     names = list(dict.fromkeys(stage for *_, stage in seen))
-    assert names == [p.HELLO, p.LOAD, p.ENCODE_STYLE, p.GENERATE, "compress"]
-    counted = [(done, total) for done, total, stage in seen if stage == p.GENERATE and total]
+    assert names == [p.HELLO, p.LOAD, p.ENCODE_STYLE, *p.STAGES]  # then the backend's stages, in their order
+    counted = [(done, total) for done, total, stage in seen if stage == p.GENERATING and total]
     assert counted[0][0] < counted[-1][0] == counted[-1][1]  # the bar moves before the end
     texts = [stages.describe(*event)[1] for event in seen]
     assert texts[:3] == ["Loading PyTorch", "Loading the model", "Encoding the style"]
@@ -152,3 +152,10 @@ def test_stop_during_the_prewarm_leaves_no_process():
     session.stop()
     wait_until(lambda: not session._lock.locked(), 120)
     assert session._backend is None and serving_children() == []
+
+
+def test_geometry_alone_loads_no_model(tmp_path):
+    """A character fit or retarget needs no checkpoint: a broken one in the Preferences does not stop it."""
+    with session.use(replace(SETTINGS, checkpoint=str(tmp_path / "missing.pth")), need_model=False) as backend:
+        assert backend.facts["model"] is None
+    assert session.status().startswith("Backend ready: torch ") and "no model loaded" in session.status()

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import session
 from .backend_source import protocol as p
-from .compute import compute
+from .compute import check_cancelled, compute
 from .errors import JobError
 from .mapping import unit_tracks
 from .settings import Inputs, Outputs, Settings
@@ -95,7 +95,9 @@ def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pendin
     if character.mode not in MODES:
         raise JobError(f"character mode must be one of {', '.join(MODES)}, not {character.mode!r}")
     made, quality = ensure_fit(character, settings, pending, on_progress)
-    return Carried(onto(compute(inputs, settings, on_progress, cancelled), character, settings), made, quality)
+    outputs = compute(inputs, settings, on_progress, cancelled)
+    check_cancelled(cancelled)  # Esc'd: the backend is free at once
+    return Carried(onto(outputs, character, settings), made, quality)
 
 
 def ensure_fit(character: CharacterInputs, settings: Settings, pending: dict,

@@ -46,6 +46,12 @@ def audio_file(backend, inputs: Inputs) -> tuple[str, int]:
             Path(path).unlink(missing_ok=True)
 
 
+def check_cancelled(cancelled: Callable[[], bool] | None) -> None:
+    """BackendError(cancelled) once `cancelled()` says True: between the steps of a job."""
+    if cancelled is not None and cancelled():
+        raise BackendError(p.CANCELLED, "cancelled")
+
+
 def check_vertex_count(backend, target_name: str, count: int) -> None:
     expected = backend.facts["model"]["vertex_count"]
     if count != expected:
@@ -61,8 +67,7 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
     report = on_progress or (lambda done, total, stage: None)
 
     def step(stage: str) -> None:
-        if cancelled is not None and cancelled():
-            raise BackendError(p.CANCELLED, "cancelled")
+        check_cancelled(cancelled)
         report(0, 0, stage)
 
     with session.use(settings, report, cancelled) as backend:
@@ -75,7 +80,7 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
             step(p.READ_AUDIO)
         audio, rate = audio_file(backend, inputs)
         try:
-            step(p.GENERATE)
+            check_cancelled(cancelled)  # the backend's own stages follow
             result = backend.request(p.GENERATE, on_progress=report, cancelled=cancelled, audio=audio,
                                      sample_rate=rate, style=code, error_bound=settings.error_bound)
         finally:

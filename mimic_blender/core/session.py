@@ -29,7 +29,7 @@ _idle: threading.Timer | None = None
 def use(settings, on_progress: Callable | None = None, cancelled: Callable[[], bool] | None = None,
         need_model: bool = True):
     """`with use(settings) as backend:` a live backend with settings.checkpoint loaded on
-    settings.device (unless not `need_model`: geometry alone needs none), for this job alone.
+    settings.device (none loaded unless `need_model`: geometry alone needs none), for this job alone.
     Raises BackendError (code cancelled) when `cancelled()` turns True while waiting for another job."""
     report = on_progress or _quiet
     with _holding(settings, report, cancelled):
@@ -131,16 +131,15 @@ def _ready(settings, report, need_model: bool) -> Backend:
         backend = _started(settings, report)
         model = backend.facts.get("model") or {}
         wanted = (settings.device, settings.precision)
-        if model.get("checkpoint") != settings.checkpoint or model.get("requested") != wanted:
-            if settings.checkpoint:
-                _stage = p.LOAD
-                report(0, 0, p.LOAD)
-                facts = backend.request(p.LOAD, checkpoint=settings.checkpoint, device=settings.device,
-                                        precision=settings.precision)
-                backend.facts["model"] = {**facts, "requested": wanted}
-            elif need_model:
+        if need_model and (model.get("checkpoint") != settings.checkpoint or model.get("requested") != wanted):
+            if not settings.checkpoint:
                 raise BackendError(p.NO_MODEL, "no checkpoint set: choose one in the add-on's Preferences "
                                    "(or --checkpoint)")
+            _stage = p.LOAD
+            report(0, 0, p.LOAD)
+            facts = backend.request(p.LOAD, checkpoint=settings.checkpoint, device=settings.device,
+                                    precision=settings.precision)
+            backend.facts["model"] = {**facts, "requested": wanted}
     except BackendError as e:
         if e.code != p.CANCELLED:  # cancelled: a stop() overtook the start
             _problem = str(e)
@@ -168,7 +167,7 @@ def _started(settings, report) -> Backend:
 
 def _prewarm(settings) -> None:
     with _holding(settings, _quiet, None), contextlib.suppress(BackendError):  # status() tells
-        _ready(settings, _quiet, need_model=False)
+        _ready(settings, _quiet, need_model=bool(settings.checkpoint))  # the checkpoint too, if one is set
 
 
 atexit.register(stop)

@@ -1,7 +1,7 @@
 """The stages of a job as the progress bar names them. A stage is what `on_progress(done, total,
 stage)` reports: the client's own steps (named after the request they wait for) with total 0,
-and the backend's progress messages with their counts; a stage the backend sends that is not
-named here is shown as sent."""
+and the backend's progress messages with their counts, whose stage is text for users already
+(protocol.STAGES: encoding the audio, generating, compressing), shown as sent."""
 
 from __future__ import annotations
 

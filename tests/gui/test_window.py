@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from blender_addon import serving
 from paths import CHECKPOINT, IO, LINE, ROOT
 
 pytestmark = pytest.mark.gui
@@ -27,13 +28,6 @@ CHROOT = Path(os.environ.get("GUI_BLENDER_ROOT", "/var/cache/mimic-gui-blender")
 STAGES = ["Starting", "Encoding the style", "Reading the sound", "Encoding the audio", "Generating", "Compressing",
           "Writing keys"]
 ESC_TARGET = 0.5  # seconds: the aim, recorded; the tests assert a generous bound only
-
-
-def serving(pid: int) -> bool:
-    try:
-        return b"mimic.cli\0serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
