@@ -68,7 +68,8 @@ def test_fit_needs_no_model_and_writes_a_plain_npz(backend, fitted, files):
     _, here = scene.imported()   # the same fit made in this process
     assert fit.quality() == pytest.approx(here.quality(), rel=1e-6)
     assert fitted["quality"] == pytest.approx(fit.quality())
-    assert set(fitted["landmarks"]) == set(map(str, fit.landmark_names)) and fitted["bound_vertices"] == len(fit.vertices)
+    assert set(fitted["landmarks"]) == set(map(str, fit.landmark_names))
+    assert fitted["bound_vertices"] == len(fit.vertices)
     assert np.allclose(fit.character_matrix, files[1].matrix)
 
 
