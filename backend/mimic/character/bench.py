@@ -122,17 +122,19 @@ def bench_solve(size: int, frames: int, slice_frames: int) -> None:
     with Clock(CPU) as ours:
         weights, report = solve_shape_keys(f, keys, compact=compact)
     error = np.abs(weights - truth).mean()
+    noisy = truth + np.random.default_rng(7).normal(0.0, 0.2, truth.shape)   # many targets beyond the bounds
+    with Clock(CPU) as bounded:
+        _, hard = solve_shape_keys(f, keys, compact=(compact[0], fields, noisy))
     # baseline: the same problem (whitened: G = L^T L) stacked for lsq_linear, on a slice
     A = key_matrix(f, keys)
     omega = np.repeat(f.weight.astype(np.float64), 3)
     G = (A * omega) @ A.T
-    lam = SMOOTHNESS * np.trace(G) / len(G)
     L = np.linalg.cholesky(G + 1e-12 * np.trace(G) * np.eye(len(G))).T
     part = truth[:slice_frames]
     D = sparse.diags([-np.ones(slice_frames - 1), np.ones(slice_frames - 1)], [0, 1],
                      shape=(slice_frames - 1, slice_frames))
     stacked = sparse.vstack([sparse.kron(sparse.identity(slice_frames), sparse.csr_matrix(L)),
-                             np.sqrt(lam) * sparse.kron(D, sparse.identity(len(G)))]).tocsr()
+                             sparse.kron(D, sparse.diags(np.sqrt(SMOOTHNESS * np.diag(G))))]).tocsr()
     rhs = np.concatenate([(part @ L.T).ravel(), np.zeros((slice_frames - 1) * len(G))])
     with Clock(CPU) as base:
         reference = lsq_linear(stacked, rhs, bounds=(0.0, 1.0))
@@ -142,9 +144,12 @@ def bench_solve(size: int, frames: int, slice_frames: int) -> None:
           f"vertices; smoothness {SMOOTHNESS}")
     print(f"ours (ADMM, banded Cholesky)     {ours.seconds:6.2f} s (other processes {ours.others:.0%})  mean |weight "
           f"error| {error:.4f}  relative residual {report.relative_residual:.4f}  {report.iterations} iterations")
+    print(f"the same, weights + N(0, 0.2) noise    {bounded.seconds:6.2f} s (other processes {bounded.others:.0%})  "
+          f"relative residual {hard.relative_residual:.3f}  {hard.iterations} iterations (bounds active)")
     print(f"lsq_linear (trf), {slice_frames} frames    {base.seconds:6.2f} s -> {scaled:.1f} s for {frames} frames  "
           f"mean |weight error| {base_error:.4f} ({reference.nit} iterations, status {reference.status})")
-    print(f"ratio lsq_linear / ours x{scaled / ours.seconds:.0f}; targets: <= 5 s: {met(ours.seconds <= 5.0)}, "
+    print(f"ratio lsq_linear / ours x{scaled / ours.seconds:.0f}; targets: <= 5 s: "
+          f"{met(max(ours.seconds, bounded.seconds) <= 5.0)}, "
           f"mean |weight error| <= 0.05: {met(error <= 0.05)}")
 
 
