@@ -3,16 +3,29 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup test test-blender-versions demo bench bench-character results extension clean
+.PHONY: setup gui-setup check test lint test-blender-versions demo demo-character bench bench-lines bench-character results extension clean
 
 setup: $(READY)
 
-$(READY): install/setup.sh backend/pyproject.toml
+$(READY): install/setup.sh backend/pyproject.toml backend/torch.json
 	install/setup.sh
 	touch $@
 
-test: $(READY)
-	$(PY) -m pytest -q tests
+# Every edit: the tests that run in under a minute on 2 cores (no render, training, setup or Blender subprocesses).
+check: $(READY)
+	$(PY) -m pytest -q -m "not slow and not gui"
+
+# The windowed Blender of tests/gui (../shared/tools/gui-blender --setup, numpy in its chroot); as
+# root only: elsewhere it says why and the gui tests skip saying the same.
+gui-setup:
+	tests/gui/setup.sh
+
+# The whole suite, as CI runs it.
+test: $(READY) gui-setup
+	$(PY) -m pytest -q
+
+lint: $(READY)
+	$(VENV)/bin/ruff check .
 
 # The Blender tests again on the other supported releases (bpy from PyPI, one venv each). PyPI's
 # bpy 4.2 is built without audio: it cannot make a sound strip (it reads them from a .blend, and the
@@ -28,12 +41,20 @@ test-blender-versions:
 demo: $(READY)
 	$(PY) demo/run.py
 
+# The demo model's motion on a character of another topology, both modes (docs/images/character.png)
+demo-character: $(READY)
+	$(PY) -m demo.character
+
 bench: $(READY)
-	$(PY) -m mimic.bench generate
+	$(PY) -m benchmarks.generate
+
+# mimic lines on 100 dialogue lines (BENCHMARKS.md), about 5 minutes on 2 cores
+bench-lines: $(READY)
+	$(PY) -m benchmarks.lines
 
 # Characters: dense transfer accuracy, fitting a 50,000-vertex character, 10 min onto 52 shape keys
 bench-character: $(READY)
-	$(PY) -m mimic.character.bench
+	$(PY) -m benchmarks.character
 
 # docs/RESULTS.md: the ablation of the four constraints on the synthetic benchmark, about 20 min a
 # seed on 2 cores (docs/RESULTS.md holds SEEDS=0,1; a seed already run is not run again)

@@ -1,6 +1,6 @@
 """Benchmark: writing a long Mimic result into Blender (real bpy).
 
-    .venv/bin/python benchmarks/blender_write.py
+    .venv/bin/python -m benchmarks.blender_write      (from the repository root)
 
 A synthetic performance stands in for the decoder's output: a 5023-vertex head (points on a
 sphere of radius 0.1 m) and 18,000 frames (10 minutes at 30 fps) of motion living in a
@@ -23,14 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import bpy
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: mimic_blender
-
-import bpy  # noqa: E402
-
-from mimic.compress import Subspace  # noqa: E402
-from mimic_blender import job, mapping, scene_io  # noqa: E402
+from mimic.compress import Subspace
+from mimic_blender import scene_io
+from mimic_blender.core import mapping
+from mimic_blender.core.settings import sampled as baked
 
 VERTICES = 5023
 LATENT = 128
@@ -181,7 +180,8 @@ def main() -> None:
     fps = 30
     t_run = time.perf_counter()
 
-    print(f"bpy {bpy.app.version_string}; {VERTICES} vertices, {args.frames} frames ({args.frames / fps / 60:g} min at {fps} fps)")
+    print(f"bpy {bpy.app.version_string}; {VERTICES} vertices, {args.frames} frames "
+          f"({args.frames / fps / 60:g} min at {fps} fps)")
     t = time.perf_counter()
     perf = Performance(args.frames)
     print(f"synthetic performance made in {time.perf_counter() - t:.1f} s (not part of any timing)")
@@ -205,7 +205,7 @@ def main() -> None:
     k = len(compact.basis)
     print(f"backend (not in Blender): coordinates {t_coords:.2f} s, compress {t_compress:.2f} s -> "
           f"K = {k} basis shapes, max error {compact.max_error:.3g} m (bound {BOUND:g})")
-    basis, tracks = mapping.unit_tracks(compact.basis, compact.weights)  # as job.compute does (fps equal)
+    basis, tracks = mapping.unit_tracks(compact.basis, compact.weights)  # as core.compute does (fps equal)
 
     with tempfile.TemporaryDirectory(prefix="mimic-bench-") as tmp:
         blend = Path(tmp) / "scene.blend"
@@ -214,7 +214,7 @@ def main() -> None:
         # baked to F-curve samples; then, as options, editable keyframes (Weight Curves: Keyframes)
         # saved plain and with "Compress".
         checked = sample_frames(first_frame, args.frames, args.samples)
-        sampled = job.sampled("AUTO", tracks.shape)
+        sampled = baked("AUTO", tracks.shape)
         obj = fresh_head(perf.rest)
         before = saved_size(blend)
         t = time.perf_counter()
@@ -250,7 +250,8 @@ def main() -> None:
     base_s, base_mb = base_n_s * scale, base_n_mb * scale
 
     print()
-    print(f"Baseline: its first {n // 2} shape keys took {halves[0]:.2f} s, the next {n - n // 2} took {halves[1]:.2f} s "
+    print(f"Baseline: its first {n // 2} shape keys took {halves[0]:.2f} s, "
+          f"the next {n - n // 2} took {halves[1]:.2f} s "
           f"(of {base_n_s:.2f} s in all).")
     if n < args.frames:
         print(f"Baseline written for the first {n} frames only and EXTRAPOLATED LINEARLY x{scale:g} to {args.frames} "

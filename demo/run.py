@@ -27,15 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scene  # demo/scene.py, beside this script: the bpy side
+
+from mimic.ablation import SYNTH  # the benchmark the demo model was trained on
+from mimic.synth import phonemes as ph
+from mimic.synth.head import build_head
+from mimic.synth.rig import Rig, Style, identity_template
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "demo"))
-
-import scene  # noqa: E402  (demo/scene.py: the bpy side)
-from mimic.ablation import SYNTH  # noqa: E402  (the benchmark the demo model was trained on)
-from mimic.synth import phonemes as ph  # noqa: E402
-from mimic.synth.head import build_head  # noqa: E402
-from mimic.synth.rig import Rig, Style, identity_template  # noqa: E402
 
 MODEL = ROOT / "models" / "synth-demo"
 CLIP_PREFIX = "sense_and_sensibility_01_austen_64kb-"
@@ -70,7 +69,8 @@ def clip(name: str) -> ph.Clip:
     for c in ph.librivox_clips():
         if c.name == CLIP_PREFIX + name:
             return c
-    raise SystemExit(f"demo: no LibriVox clip {CLIP_PREFIX + name} (install Debian's pocketsphinx-testdata: make setup)")
+    raise SystemExit(f"demo: no LibriVox clip {CLIP_PREFIX + name} "
+                     "(install Debian's pocketsphinx-testdata: make setup)")
 
 
 def write_dialogue(names: list[str], path: Path) -> float:

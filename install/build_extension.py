@@ -2,8 +2,8 @@
 
     .venv/bin/python install/build_extension.py [--out dist/mimic-<version>.zip]
 
-Blender's builder skips symlinks, so the zip is built from a staged copy: the add-on
-(`mimic_blender/`, its `backend` symlink copied as real files), the manifest, and
+The zip is built from a staged copy: the add-on (`mimic_blender/`), the backend's source as its
+`backend/` folder (what Set up Backend installs and `mimic serve` runs from), the manifest, and
 `backend_defaults.json`, which points an extension built from a checkout at this checkout's
 `.venv` interpreter.
 """
@@ -17,14 +17,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this script runs from install/; the add-on's core says where a venv keeps its python
+from mimic_blender.core.setup_backend import venv_python  # noqa: E402
+
 MANIFEST = ROOT / "blender_manifest.toml"
 ADDON = ROOT / "mimic_blender"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"  # not resolved: the symlink's target is the base interpreter
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+BACKEND = ROOT / "backend"
+VENV_PYTHON = venv_python(ROOT / ".venv")  # not resolved: a venv's python is a link to the base interpreter
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
 
 
 class BuildError(Exception):
@@ -44,10 +49,11 @@ def blender_scripts() -> Path:
 
 def stage(stage_dir: Path) -> None:
     """Lay out the extension's files in `stage_dir` (which must not exist yet)."""
-    shutil.copytree(ADDON, stage_dir, ignore=IGNORE)  # follows the backend symlink
+    shutil.copytree(ADDON, stage_dir, ignore=IGNORE)
+    shutil.copytree(BACKEND, stage_dir / "backend", ignore=IGNORE)
     shutil.copy2(MANIFEST, stage_dir)
     python = str(VENV_PYTHON) if VENV_PYTHON.is_file() else ""
-    (stage_dir / "backend_defaults.json").write_text(json.dumps({"python": python}, indent=2) + "\n")
+    (stage_dir / "backend_defaults.json").write_text(json.dumps({"python": python}, indent=2) + "\n", encoding="utf-8")
 
 
 def blender_ext(*args: str) -> str:
@@ -56,7 +62,7 @@ def blender_ext(*args: str) -> str:
     tool = scripts / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
     tags = scripts / "modules" / "_bpy_internal" / "extensions" / "tags.py"
     result = subprocess.run([sys.executable, str(tool), *args, "--valid-tags", str(tags)],
-                            capture_output=True, text=True)
+                            capture_output=True, encoding="utf-8", errors="replace")
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
         raise BuildError(f"blender_ext.py {args[0]} failed (exit code {result.returncode}):\n{output}")
@@ -76,7 +82,7 @@ def build_extension(out: Path) -> Path:
 
 
 def main() -> None:
-    version = tomllib.loads(MANIFEST.read_text())["version"]
+    version = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))["version"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist" / f"mimic-{version}.zip",
                         help="the zip to write (default: %(default)s)")

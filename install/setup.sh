@@ -13,7 +13,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MIMIC_VENV:-$root/.venv}"
 python="${PYTHON:-python3.11}"
-torch_version="2.13.0"
+# The PyTorch release and its CUDA package index, shared with the add-on's Set up Backend.
+torch_pin() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$root/backend/torch.json" "$1"; }
+torch_version="$(torch_pin version)"
+torch_cuda_index="$(torch_pin cuda_index)"
 apt_packages=(pocketsphinx-testdata espeak-ng ffmpeg)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -45,7 +48,7 @@ install_torch() {
         cpu)  say "torch $torch_version (CPU)"
               "$venv/bin/python" -m pip install -q "torch==$torch_version" ;;
         cuda) say "torch $torch_version (CUDA)"
-              "$venv/bin/python" -m pip install -q "torch==$torch_version" --index-url "${MIMIC_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}" ;;
+              "$venv/bin/python" -m pip install -q "torch==$torch_version" --index-url "${MIMIC_TORCH_INDEX:-$torch_cuda_index}" ;;
         *)    say "error: MIMIC_TORCH must be cpu or cuda"; exit 1 ;;
     esac
 }

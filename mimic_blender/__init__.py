@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atexit
 
-# bpy and the modules that need it are imported in register(), so the plain modules (mapping,
-# client, setup_backend) import and test without Blender.
+# bpy and the modules that need it are imported in register(), so the bpy-free core (core/) imports
+# and tests without Blender.
 _cli_command = None
 
 
@@ -20,7 +20,7 @@ def register():
     global _cli_command
     import bpy
 
-    from . import batch, properties
+    from . import batch, prewarm, properties
 
     for cls in _classes():
         bpy.utils.register_class(cls)
@@ -30,6 +30,7 @@ def register():
     wm.mimic_progress = bpy.props.FloatProperty(options={"SKIP_SAVE"})
     wm.mimic_status = bpy.props.StringProperty(options={"SKIP_SAVE"})
     _cli_command = bpy.utils.register_cli_command("mimic", batch.cli_command)
+    bpy.app.handlers.load_post.append(prewarm.on_load_post)
     if not bpy.app.binary_path:  # bpy as a module crashes at exit if the add-on is left registered
         atexit.register(_unregister_at_exit)
 
@@ -45,8 +46,10 @@ def unregister():
         return
     import bpy
 
-    from . import session
+    from . import prewarm
+    from .core import session
 
+    bpy.app.handlers.load_post.remove(prewarm.on_load_post)
     session.stop()
     bpy.utils.unregister_cli_command(_cli_command)
     _cli_command = None

@@ -1,9 +1,10 @@
-"""The one core behind the button and the batch command: read the scene, ask the backend,
-write the keys. Three phases so the UI can run the middle one off the main thread:
+"""The job behind the button and the batch commands, on the Blender side: read the scene into
+plain inputs, and write the computed result back. Three phases so the UI can run the middle one
+off the main thread:
 
-    gather(...)  bpy, main thread  -> Inputs (plain arrays)
-    compute(...) no bpy            -> Outputs (plain arrays)
-    apply(...)   bpy, main thread  -> shape keys + action
+    gather(...)          bpy, main thread  -> Inputs (plain arrays)
+    core.compute(...)    no bpy            -> Outputs (plain arrays)
+    apply(...)           bpy, main thread  -> shape keys + action
 
 `run` chains them synchronously (background mode, batch jobs, tests).
 """
@@ -11,29 +12,18 @@ write the keys. Three phases so the UI can run the middle one off the main threa
 from __future__ import annotations
 
 import json
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import mapping, scene_io, session
-from .client import BackendError
-from .scene_io import JobError, SoundSpan
-
-
-@dataclass
-class Settings:
-    python: str
-    checkpoint: str
-    device: str = "auto"
-    error_bound: float = 1e-4  # model units (metres for FLAME)
-    units: str = "AUTO"  # mesh units per model unit: AUTO, METRES, CENTIMETRES, MILLIMETRES
-    curves: str = "AUTO"  # KEYS (editable keyframes), SAMPLES (baked, compact), AUTO (samples past KEYS_BUDGET)
-
-
-KEYS_BUDGET = 20 * 2**20  # bytes of keyframes (72 bytes each) above which AUTO bakes samples: ~2 min at 30 fps
+from . import character as ch
+from . import scene_io
+from .core import mapping
+from .core.character import Carried, CharacterInputs, KeyOutputs, carry, report_line
+from .core.compute import compute, summary
+from .core.errors import JobError
+from .core.settings import Audio, Inputs, Outputs, Settings, SoundSpan, sampled
+from .core.sources import read_style_file
 
 
 @dataclass
@@ -44,30 +34,6 @@ class Style:
     file: str | None = None  # .npz (vertices, template) or .npy offsets
     code: list[float] | None = None  # a stored style code
     label: str = ""
-
-
-@dataclass
-class Inputs:
-    target_name: str
-    strip_name: str
-    first_frame: int
-    frames: int  # scene frames to key
-    scene_fps: float
-    rest: np.ndarray  # (V, 3) target rest shape, mesh units
-    factor: float  # mesh units per model unit
-    audio: np.ndarray | SoundSpan  # 16 kHz mono samples, or a sound for the backend to decode
-    style_vertices: np.ndarray | None = None  # (F, V, 3) model units
-    style_neutral: np.ndarray | None = None  # (V, 3) model units
-    style_code: list[float] | None = None
-
-
-@dataclass
-class Outputs:
-    mean: np.ndarray  # (V, 3) mesh units
-    basis: np.ndarray  # (K, V, 3) mesh units
-    tracks: np.ndarray  # (frames, K) in [-1, 1]
-    max_error: float  # model units
-    style_code: list[float] = field(default_factory=list)
 
 
 def find_strip(scene, name: str | None):
@@ -87,15 +53,27 @@ def find_strip(scene, name: str | None):
     raise JobError("select one sound strip in the Video Sequencer (the dialogue to animate)")
 
 
-def gather(context, target, strip, style: Style, settings: Settings, sample_rate: int = 16000) -> Inputs:
+def check_target(target) -> None:
     if target is None or target.type != "MESH":
         raise JobError("the target must be a mesh object (select the head)")
-    scene = context.scene
-    fps = scene_io.scene_fps(scene)
+
+
+def gather(context, target, strip, style: Style, settings: Settings, model_rate: int = 16000) -> Inputs:
+    """Inputs for animating `target` to the sound strip `strip` (its audio decoded here, see
+    scene_io.read_strip_audio)."""
+    check_target(target)
     first, end, _ = scene_io.strip_timing(strip)
+    return target_inputs(context, target, strip.name, first, end - first,
+                         scene_io.read_strip_audio(strip, context.scene, model_rate), style, settings)
+
+
+def target_inputs(context, target, name: str, first_frame: int, frames: int | None, audio: Audio | SoundSpan,
+                  style: Style, settings: Settings) -> Inputs:
+    """Inputs for animating the mesh `target` from frame `first_frame` (`frames` of them, None: as
+    long as the audio lasts) to `audio`; `name` names the result's action."""
     rest = scene_io.rest_vertices(target)
-    inputs = Inputs(target.name, strip.name, first, end - first, fps, rest,
-                    mapping.unit_factor(rest, settings.units), scene_io.read_strip_audio(strip, scene, sample_rate))
+    inputs = Inputs(target.name, name, first_frame, frames, scene_io.scene_fps(context.scene), rest,
+                    mapping.unit_factor(rest, settings.units), audio)
     if style.code is not None:
         inputs.style_code = list(style.code)
     else:
@@ -120,86 +98,6 @@ def style_arrays(context, style: Style, units: str) -> tuple[np.ndarray, np.ndar
     raise JobError("choose a style: a reference object and frames, a file, or a saved style")
 
 
-def encode_style(backend, vertices: np.ndarray, neutral: np.ndarray) -> list[float]:
-    np.save(backend.workdir / "style-vertices.npy", vertices)
-    np.save(backend.workdir / "style-neutral.npy", neutral)
-    return backend.request("encode_style", vertices=str(backend.workdir / "style-vertices.npy"),
-                           neutral=str(backend.workdir / "style-neutral.npy"))["style"]
-
-
-def read_style_file(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """.npz with `vertices` (F,V,3) and `template` (V,3), or .npy of offsets (F,V,3)."""
-    file = Path(path)
-    if not file.is_file():
-        raise JobError(f"style file not found: {file}")
-    try:
-        data = np.load(file, allow_pickle=False)
-        if file.suffix == ".npz":
-            if "vertices" not in data or "template" not in data:
-                raise JobError(f"{file.name} must hold arrays 'vertices' (F,V,3) and 'template' (V,3)")
-            vertices, neutral = data["vertices"], data["template"]
-        else:
-            vertices = data
-            neutral = np.zeros(vertices.shape[-2:] if vertices.ndim == 3 else (vertices.shape[-1] // 3, 3))
-    except (ValueError, OSError) as e:
-        raise JobError(f"cannot read style file {file}: {e}") from None
-    return np.asarray(vertices, np.float32), np.asarray(neutral, np.float32)
-
-
-def audio_file(backend, inputs: Inputs) -> str:
-    """The strip's samples as a .npy in the session folder; decoded by the backend when Blender
-    could not (a SoundSpan)."""
-    sound = inputs.audio
-    if not isinstance(sound, SoundSpan):
-        np.save(backend.workdir / "audio.npy", sound)
-        return str(backend.workdir / "audio.npy")
-    path = sound.path
-    if sound.data is not None:
-        path = str(backend.workdir / f"packed-sound{Path(sound.path).suffix or '.wav'}")
-        Path(path).write_bytes(sound.data)
-    try:
-        return backend.request("read_audio", path=path, start=sound.start, stop=sound.stop)["audio"]
-    except BackendError as e:
-        if e.code != "bad_input":
-            raise
-        raise JobError(f"cannot read the sound of strip '{inputs.strip_name}': {e}") from None
-    finally:
-        if sound.data is not None:
-            Path(path).unlink(missing_ok=True)
-
-
-def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = None,
-            cancelled: Callable[[], bool] | None = None) -> Outputs:
-    backend = session.backend(settings)
-    facts = backend.facts["model"]
-    if len(inputs.rest) != facts["vertex_count"]:
-        raise JobError(f"'{inputs.target_name}' has {len(inputs.rest)} vertices but the model animates "
-                       f"{facts['vertex_count']}: use a head with the model's topology (FLAME: 5023)")
-    code = inputs.style_code
-    if code is None:
-        code = encode_style(backend, inputs.style_vertices, inputs.style_neutral)
-    audio = audio_file(backend, inputs)
-    try:
-        result = backend.request("generate", on_progress=on_progress, cancelled=cancelled, audio=audio, style=code,
-                                 error_bound=settings.error_bound)
-    finally:
-        Path(audio).unlink(missing_ok=True)
-    try:
-        mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
-    finally:
-        for name in ("mean", "basis", "weights"):
-            Path(result[name]).unlink(missing_ok=True)
-    basis, tracks = mapping.unit_tracks(basis * inputs.factor,
-                                        mapping.tracks_at_scene_frames(weights, result["fps"], inputs.scene_fps,
-                                                                       inputs.frames))
-    return Outputs(mean * inputs.factor, basis, tracks, result["max_error"], code)
-
-
-def sampled(curves: str, tracks_shape: tuple[int, int]) -> bool:
-    frames, k = tracks_shape
-    return curves == "SAMPLES" or curves == "AUTO" and frames * (k + 1) * 72 > KEYS_BUDGET
-
-
 def apply(context, inputs: Inputs, outputs: Outputs, settings: Settings) -> None:
     """Replace any previous Mimic result on the target with this one; on failure undo our part."""
     import bpy
@@ -219,18 +117,67 @@ def apply(context, inputs: Inputs, outputs: Outputs, settings: Settings) -> None
                                               "max_error": outputs.max_error})
 
 
-def print_progress(done: int, total: int, stage: str) -> None:
-    print(f"mimic: {stage} {done}/{total} frames", file=sys.stderr, flush=True)
+def apply_character(context, inputs: Inputs, character: CharacterInputs, carried: Carried,
+                    settings: Settings) -> str:
+    """The carried result onto the character (replacing an earlier one), the new fit stored; its summary."""
+    import bpy
+
+    target, model = bpy.data.objects.get(character.name), bpy.data.objects.get(inputs.target_name)
+    if target is None or model is None or target.type != "MESH":
+        raise JobError(f"the character '{character.name}' changed while Mimic was working; run it again")
+    if carried.fit is not None:
+        ch.store_fit(context, target, model, carried.fit, carried.quality)
+    outputs = carried.outputs
+    ch.keep_other_animation(target)
+    scene_io.remove_result(target)
+    try:
+        if isinstance(outputs, KeyOutputs):
+            ch.write_keys(target, inputs.strip_name, outputs, inputs.first_frame,
+                          sampled(settings.curves, outputs.weights.shape))
+            done = f"{inputs.frames} frames on {report_line(outputs.report)} of '{target.name}'"
+        else:
+            scene_io.write_result(target, inputs.strip_name, outputs.mean, outputs.basis, outputs.tracks,
+                                  inputs.first_frame, sampled=sampled(settings.curves, outputs.tracks.shape))
+            done = f"{inputs.frames} frames on '{target.name}' through its fit: {len(outputs.basis)} shapes"
+    except Exception:
+        scene_io.remove_result(target)
+        raise
+    target.data["mimic_result"] = json.dumps({"strip": inputs.strip_name, "mode": character.mode,
+                                              "report": getattr(outputs, "report", None)})
+    return done
 
 
-def summary(inputs: Inputs, outputs: Outputs) -> str:
-    return (f"{inputs.frames} frames on '{inputs.target_name}' from '{inputs.strip_name}': {len(outputs.basis)} shapes, "
-            f"largest vertex error {outputs.max_error * 1e6:.1f} µm (model units)")
+@dataclass
+class Job:
+    """Everything gathered on the main thread; `compute` needs no bpy, `finish` does."""
+    settings: Settings
+    inputs: Inputs
+    character: CharacterInputs | None = None
+    pending: dict | None = None  # what to fit the character from, when it has no fit
+
+    def compute(self, on_progress=None, cancelled=None):
+        if self.character is None:
+            return compute(self.inputs, self.settings, on_progress, cancelled)
+        return carry(self.inputs, self.character, self.settings, self.pending, on_progress, cancelled)
+
+    def finish(self, context, result) -> str:
+        if self.character is None:
+            apply(context, self.inputs, result, self.settings)
+            return summary(self.inputs, result)
+        return apply_character(context, self.inputs, self.character, result, self.settings)
 
 
-def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None) -> str:
+def prepare(context, target, strip, style: Style, settings: Settings, character=None) -> Job:
+    """The job for target (the model head) and, when `character` is (object, mode, key spec,
+    smoothness), the character to carry its result onto."""
+    job = Job(settings, gather(context, target, strip, style, settings))
+    if character is not None:
+        job.character, job.pending = ch.character_inputs(character[0], target, *character[1:])
+    return job
+
+
+def run(context, target, strip, style: Style, settings: Settings, on_progress=None, cancelled=None,
+        character=None) -> str:
     """All three phases, synchronously; returns a one-line summary."""
-    inputs = gather(context, target, strip, style, settings)
-    outputs = compute(inputs, settings, on_progress, cancelled)
-    apply(context, inputs, outputs, settings)
-    return summary(inputs, outputs)
+    job = prepare(context, target, strip, style, settings, character)
+    return job.finish(context, job.compute(on_progress, cancelled))

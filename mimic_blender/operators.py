@@ -7,12 +7,15 @@ from pathlib import Path
 
 import bpy
 
-from . import job, properties, session
-from .client import BackendError
-from .job import JobError
-from .mapping import mix_styles
-from .setup_backend import SetupError, find_python_problems, setup_backend
-from .worker import Worker
+from . import character as ch
+from . import job, properties
+from .core import character as character_core
+from .core import compute, session, stages
+from .core.backend_source import SOURCE
+from .core.errors import BackendError, JobError, SetupError
+from .core.mapping import mix_styles
+from .core.setup_backend import find_python_problems, setup_backend
+from .core.worker import Worker
 
 FAILURES = (JobError, BackendError, SetupError)
 
@@ -36,37 +39,65 @@ def style_from_scene(scene) -> job.Style:
 
 class ModalWork:
     """Mixin for operators whose work runs on a Worker thread: progress in the window manager
-    (drawn by the panel), Esc cancels, the outcome is handled back on the main thread."""
+    (drawn by the panel); Esc gives control back at once, changing nothing (the worker finishes
+    cancelling by itself, and its outcome is dropped); the outcome is handled on the main thread,
+    after one redraw showing `finishing` when that is set."""
+
+    finishing = ""
+    cancelled_message = "Cancelled: nothing changed"
 
     def start_work(self, context, work, status: str):
         wm = context.window_manager
         wm.mimic_running, wm.mimic_progress, wm.mimic_status = True, 0.0, status
-        self.worker = Worker(work, FAILURES).start()
+        self.worker, self.outcome = Worker(work, FAILURES).start(), None
         self.timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
+
+    def end_work(self, context) -> None:
+        wm = context.window_manager
+        wm.event_timer_remove(self.timer)
+        wm.mimic_running, wm.mimic_status = False, ""
+        redraw(context)
 
     def modal(self, context, event):
         wm = context.window_manager
         if event.type == "ESC" and event.value == "PRESS":
             self.worker.cancel.set()
-            wm.mimic_status = "Cancelling"
-        for kind, payload in self.worker.poll():
+            self.end_work(context)
+            self.report({"WARNING"}, self.cancelled_message)
+            return {"CANCELLED"}
+        if self.outcome is not None:
+            self.end_work(context)
+            return self.work_done(context, self.outcome)
+        events = self.worker.poll()
+        for kind, payload in events:
             if kind == "progress":
                 fraction, text = payload
                 wm.mimic_progress = wm.mimic_progress if fraction is None else fraction
                 wm.mimic_status = text
-                continue
-            wm.event_timer_remove(self.timer)
-            wm.mimic_running, wm.mimic_status = False, ""
-            if kind == "done":
+            elif kind == "done" and self.finishing:
+                self.outcome, wm.mimic_status = payload, self.finishing
+            elif kind == "done":
+                self.end_work(context)
                 return self.work_done(context, payload)
-            cancelled = getattr(payload, "code", "") == "cancelled"
-            self.report({"WARNING"} if cancelled else {"ERROR"}, "Cancelled: nothing changed" if cancelled else str(payload))
-            return {"CANCELLED"}
-        for area in context.screen.areas if context.screen else ():
-            area.tag_redraw()
+            else:
+                self.end_work(context)
+                self.report({"ERROR"}, str(payload))
+                return {"CANCELLED"}
+        if events:
+            redraw(context)
         return {"RUNNING_MODAL"}
+
+
+def redraw(context) -> None:
+    """Redraw the sidebars that hold the panel, and nothing else (a 3D view's own redraw can take
+    long enough to delay Esc)."""
+    for area in context.screen.areas if context.screen else ():
+        if area.type == "VIEW_3D":
+            for region in area.regions:
+                if region.type == "UI":
+                    region.tag_redraw()
 
 
 class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
@@ -74,6 +105,7 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
     bl_idname = "mimic.speaker_style"
     bl_label = "Mimic Speaker Style"
     bl_options = {"REGISTER", "UNDO"}
+    finishing = stages.LABELS[stages.WRITE]
 
     strip: bpy.props.StringProperty(name="Strip", description="Sound strip name (default: the active one)")
 
@@ -88,46 +120,85 @@ class MIMIC_OT_speaker_style(ModalWork, bpy.types.Operator):
             return False
         return True
 
-    def _prepare(self, context):
-        settings = properties.settings(context)
-        strip = job.find_strip(context.scene, self.strip or None)
-        inputs = job.gather(context, context.active_object, strip, style_from_scene(context.scene), settings)
-        return settings, inputs
+    def _prepare(self, context) -> job.Job:
+        scene = context.scene
+        strip = job.find_strip(scene, self.strip or None)
+        target, character = context.active_object, character_from_scene(context)
+        if character is not None:
+            target = scene.mimic.model_head
+        return job.prepare(context, target, strip, style_from_scene(scene), properties.settings(context), character)
 
     def execute(self, context):
         """Synchronous: background mode and scripts."""
         try:
-            settings, inputs = self._prepare(context)
-            outputs = job.compute(inputs, settings, on_progress=job.print_progress)
-            job.apply(context, inputs, outputs, settings)
+            work = self._prepare(context)
+            done = work.finish(context, work.compute(on_progress=compute.print_progress))
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"INFO"}, "Mimic: " + job.summary(inputs, outputs))
+        self.report({"INFO"}, "Mimic: " + done)
         return {"FINISHED"}
 
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
         try:
-            self.settings, self.inputs = self._prepare(context)
+            self.job = self._prepare(context)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
 
         def work(progress, cancelled):  # on the worker thread: no bpy
-            return job.compute(self.inputs, self.settings,
-                               lambda done, total, stage: progress(done / max(total, 1), f"{stage}: {done}/{total} frames"),
-                               cancelled)
-        return self.start_work(context, work, "Starting the backend")
+            return self.job.compute(lambda done, total, stage: progress(*stages.describe(done, total, stage)),
+                                    cancelled)
+        return self.start_work(context, work, "Starting")
 
-    def work_done(self, context, outputs):
+    def work_done(self, context, result):
         try:
-            job.apply(context, self.inputs, outputs, self.settings)
+            done = self.job.finish(context, result)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"INFO"}, "Mimic: " + job.summary(self.inputs, outputs))
+        self.report({"INFO"}, "Mimic: " + done)
+        return {"FINISHED"}
+
+
+def character_from_scene(context):
+    """(character, mode, key spec, smoothness) when the panel animates a character, else None."""
+    s = context.scene.mimic
+    if s.character_mode == "MODEL":
+        return None
+    if s.model_head is None:
+        raise JobError("pick the Model Head (a head with the model's topology) to fit onto the character")
+    return context.active_object, s.character_mode, s.shape_keys, s.smoothness
+
+
+class MIMIC_OT_fit_character(bpy.types.Operator):
+    """Fit the model head onto the active character (landmarks: the placed ones, else found) and keep the
+    fit in this .blend; shows the fitted surface and places the landmarks used, to adjust and fit again"""
+    bl_idname = "mimic.fit_character"
+    bl_label = "Fit to Character"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj, model = context.active_object, context.scene.mimic.model_head
+        if obj is None or obj.type != "MESH" or model is None or obj == model:
+            cls.poll_message_set("Select the character mesh and pick the Model Head")
+            return False
+        return True
+
+    def execute(self, context):
+        character, model = context.active_object, context.scene.mimic.model_head
+        try:
+            fit, quality = character_core.fit(properties.settings(context), ch.model_mesh(model),
+                                              ch.character_mesh(character), ch.placed_landmarks(character))
+        except FAILURES as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        ch.store_fit(context, character, model, fit, quality)
+        ch.place_landmarks(context, character, quality["landmarks"])
+        self.report({"INFO"}, f"Fitted '{model.name}' to '{character.name}': {character_core.quality_line(quality)}")
         return {"FINISHED"}
 
 
@@ -147,7 +218,8 @@ class MIMIC_OT_capture_style(bpy.types.Operator):
                 raise JobError("choose an object or a file as the style source to capture from")
             settings = properties.settings(context)
             vertices, neutral = job.style_arrays(context, style, settings.units)
-            code = job.encode_style(session.backend(settings), vertices, neutral)
+            with session.use(settings) as backend:
+                code = compute.encode_style(backend, vertices, neutral)
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
@@ -219,11 +291,11 @@ class MIMIC_OT_check_backend(bpy.types.Operator):
                         ". Click Set up backend, or point Preferences at an environment made by install/setup.sh")
             return {"CANCELLED"}
         try:
-            backend = session.backend(settings)
+            with session.use(settings) as backend:
+                f, m = backend.facts, backend.facts["model"]
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        f, m = backend.facts, backend.facts["model"]
         self.report({"INFO"}, f"Backend OK: torch {f['torch']} on {m['device']}; model animates "
                               f"{m['vertex_count']} vertices at {m['fps']:g} fps")
         return {"FINISHED"}
@@ -234,6 +306,7 @@ class MIMIC_OT_setup_backend(ModalWork, bpy.types.Operator):
     ticked) and the bundled backend. Downloads about 1 GB (CPU) or several GB (CUDA)"""
     bl_idname = "mimic.setup_backend"
     bl_label = "Set up Backend"
+    cancelled_message = "Set up Backend cancelled: click it again to finish the environment"
 
     @classmethod
     def poll(cls, context):
@@ -246,8 +319,8 @@ class MIMIC_OT_setup_backend(ModalWork, bpy.types.Operator):
         prefs = properties.preferences(context)
         venv = Path(bpy.utils.extension_path_user(__package__, path="venv", create=True))
         torch = "cuda" if prefs is not None and prefs.cuda else "cpu"
-        source = Path(__file__).parent / "backend"
-        return lambda progress, cancelled: setup_backend(venv, source, torch, on_line=lambda line: progress(None, line))
+        return lambda progress, cancelled: setup_backend(venv, SOURCE, torch, on_line=lambda line: progress(None, line),
+                                                         cancelled=cancelled)
 
     def execute(self, context):
         """Synchronous (background mode)."""
@@ -272,5 +345,5 @@ class MIMIC_OT_setup_backend(ModalWork, bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (MIMIC_OT_speaker_style, MIMIC_OT_setup_backend, MIMIC_OT_capture_style, MIMIC_OT_style_remove, MIMIC_OT_style_mix,
-           MIMIC_OT_check_backend)
+CLASSES = (MIMIC_OT_speaker_style, MIMIC_OT_fit_character, MIMIC_OT_setup_backend, MIMIC_OT_capture_style,
+           MIMIC_OT_style_remove, MIMIC_OT_style_mix, MIMIC_OT_check_backend)

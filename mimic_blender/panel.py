@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import bpy
 
-from . import job, scene_io
+from . import job, prewarm, scene_io
+from .character import fit_quality
+from .core import session
+from .core.character import quality_line, report_line
+from .core.errors import JobError
 
 
 class MIMIC_UL_styles(bpy.types.UIList):
@@ -19,6 +25,7 @@ class MIMIC_PT_main(bpy.types.Panel):
     bl_category = "Mimic"
 
     def draw(self, context):
+        prewarm.kick(context)
         layout = self.layout
         scene, wm, settings = context.scene, context.window_manager, context.scene.mimic
         obj = context.active_object
@@ -32,8 +39,10 @@ class MIMIC_PT_main(bpy.types.Panel):
             strip = job.find_strip(scene, None)
             first, end, _ = scene_io.strip_timing(strip)
             box.label(text=f"Audio: {strip.name} (frames {first}-{end - 1})", icon="SOUND")
-        except job.JobError as e:
+        except JobError as e:
             box.label(text=str(e), icon="ERROR")
+
+        draw_character(layout.box(), settings, obj)
 
         box = layout.box()
         box.prop(settings, "style_source", expand=True)
@@ -60,6 +69,29 @@ class MIMIC_PT_main(bpy.types.Panel):
             layout.label(text="Esc to cancel", icon="CANCEL")
         else:
             layout.operator("mimic.speaker_style", icon="PLAY_SOUND")
+        layout.label(text=session.status(), icon="CONSOLE")
+
+
+def draw_character(box, settings, obj) -> None:
+    """The character part: what to animate, the model head, the fit and its quality, the key set."""
+    box.prop(settings, "character_mode")
+    if settings.character_mode == "MODEL":
+        return
+    box.prop(settings, "model_head")
+    quality = fit_quality(obj) if obj is not None else None
+    row = box.row()
+    row.operator("mimic.fit_character", icon="MOD_SHRINKWRAP")
+    if quality is not None:
+        box.label(text=f"Fit: {quality_line(quality)}", icon="CHECKMARK")
+    else:
+        box.label(text="No fit yet: made on the first run (or Fit to Character)", icon="INFO")
+    if settings.character_mode == "SHAPE_KEYS":
+        box.prop(settings, "shape_keys")
+        box.prop(settings, "smoothness")
+    result = obj.data.get("mimic_result") if obj is not None and obj.type == "MESH" else None
+    report = json.loads(result).get("report") if result else None
+    if report:
+        box.label(text=report_line(report), icon="SHAPEKEY_DATA")
 
 
 CLASSES = (MIMIC_UL_styles, MIMIC_PT_main)

@@ -1,23 +1,20 @@
 """Reading Blender data (strip timing and audio, meshes, evaluated animation) and writing the
-result (shape keys + one Action of keyframed weights). Thin: logic lives in mapping.py."""
+result (shape keys + one Action of keyframed weights). Thin: the logic lives in core/."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import bpy
 import numpy as np
 
+from .core.errors import JobError
+from .core.settings import Audio, SoundSpan
+from .core.sources import read_sound
+
 PREFIX = "Mimic."  # names of the shape keys a result owns
 MEAN_KEY = PREFIX + "mean"
 LINEAR = 1  # enum value of Keyframe.interpolation 'LINEAR'
-
-
-class JobError(Exception):
-    """A problem in the scene, said in words for the animator; nothing has been changed."""
 
 
 def scene_fps(scene) -> float:
@@ -38,16 +35,6 @@ def strips(scene):
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
-@dataclass
-class SoundSpan:
-    """A strip's sound for the backend to decode, for a Blender without its `aud` audio module (the
-    PyPI `bpy` 4.2 build): the file, or a packed sound's bytes, and samples [start, stop)."""
-    path: str  # the sound's file (for a packed sound, where it was: its suffix names the format)
-    data: bytes | None  # a packed sound
-    start: int
-    stop: int
-
-
 def sound_source(strip) -> tuple[str, bytes | None]:
     """(absolute path of the strip's sound, its bytes if packed into the .blend, else None)."""
     sound = strip.sound
@@ -61,35 +48,12 @@ def sound_source(strip) -> tuple[str, bytes | None]:
     return path, None
 
 
-def read_strip_audio(strip, scene, sample_rate: int) -> np.ndarray | SoundSpan:
-    """The part of the strip's sound that plays, mono float32 at sample_rate, decoded by Blender's
-    `aud` (all Blender plays, the sound of movie files too); a SoundSpan where there is no `aud`."""
-    from .mapping import audio_span
-
+def read_strip_audio(strip, scene, model_rate: int) -> Audio | SoundSpan:
+    """The part of the strip's sound that plays (see core.sources.read_sound)."""
     path, packed = sound_source(strip)
     first, end, trim = strip_timing(strip)
-    start, stop = audio_span(trim, end - first, scene_fps(scene), sample_rate)
-    try:
-        import aud
-    except ImportError:
-        return SoundSpan(path, packed, start, stop)
-    if packed is not None:
-        handle, path = tempfile.mkstemp(suffix=Path(path).suffix or ".wav", prefix="mimic-packed-")
-        with os.fdopen(handle, "wb") as f:
-            f.write(packed)
-    sound = aud.Sound(path)
-    try:
-        sound.specs  # opens the file: an unreadable one raises here, where data() would abort Blender
-        samples = np.asarray(sound.resample(sample_rate, False).rechannel(1).data(), dtype=np.float32)[:, 0]
-    except Exception as e:  # aud raises its own error types
-        raise JobError(f"cannot read the sound of strip '{strip.name}' ({path}): {e}") from None
-    finally:
-        if packed is not None:
-            os.unlink(path)
-    segment = samples[start:stop]
-    if segment.size == 0:
-        raise JobError(f"strip '{strip.name}' plays no audio (its sound is empty or trimmed away)")
-    return segment
+    fps = scene_fps(scene)
+    return read_sound(path, packed, f"strip '{strip.name}'", trim / fps, (end - first) / fps, model_rate)
 
 
 def rest_vertices(obj) -> np.ndarray:
@@ -174,16 +138,22 @@ def write_result(obj, name: str, mean: np.ndarray, basis: np.ndarray, tracks: np
         block.slider_min = -1.0
         block.data.foreach_set("co", (rest + offset).astype(np.float32).ravel())
 
-    frames = np.arange(first_frame - 1, first_frame + len(tracks) + 1, dtype=np.float32)
-    values = np.zeros((len(frames), len(shapes)), dtype=np.float32)  # (frames, 1 + K)
-    values[1:-1, 0] = 1.0
-    values[1:-1, 1:] = tracks
+    values = np.column_stack([np.ones(len(tracks), np.float32), tracks])  # (frames, 1 + K)
+    write_weights(obj, name, [key_name for key_name, _ in shapes], values, first_frame, sampled)
 
-    keys = obj.data.shape_keys
+
+def write_weights(obj, name: str, key_names: list[str], values: np.ndarray, first_frame: int,
+                  sampled: bool = False) -> None:
+    """One action "Mimic <name>" keying obj's shape keys `key_names` to `values` (F, S) over frames
+    first_frame.. (one key per frame, linear), all at 0 the frame before and after; assigned to
+    obj's shape keys. `sampled` bakes the keys to F-curve samples (see write_result)."""
+    frames = np.arange(first_frame - 1, first_frame + len(values) + 1, dtype=np.float32)
+    padded = np.zeros((len(frames), len(key_names)), dtype=np.float32)
+    padded[1:-1] = values
     action = bpy.data.actions.new(name=f"Mimic {name}")
     action["mimic"] = True
-    curves = new_fcurves(action, keys, [f'key_blocks["{key_name}"].value' for key_name, _ in shapes])
-    for curve, column in zip(curves, values.T):
+    curves = new_fcurves(action, obj.data.shape_keys, [f'key_blocks["{key_name}"].value' for key_name in key_names])
+    for curve, column in zip(curves, padded.T):
         points = curve.keyframe_points
         points.add(len(frames))
         points.foreach_set("co", np.column_stack([frames, column]).ravel())

@@ -8,9 +8,6 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")  # Debian pocketsphinx-testdata (LibriVox)
-LINE = SPEECH / "sense_and_sensibility_01_austen_64kb-0870.wav"  # 7.1 s of real speech, 16 kHz
-
 FPS = 24
 STRIP_START = 30  # where the strip's sound starts...
 TRIM_START = 7  # ...trimmed by 7 frames: the first frame heard is 37
@@ -26,12 +23,16 @@ def reset() -> None:
     bpy.ops.wm.read_homefile(use_empty=True)
 
 
-def mesh_object(name: str, vertices: np.ndarray, scene=None):
-    """A mesh object of loose vertices (the add-on only cares about vertex positions)."""
+def mesh_object(name: str, vertices: np.ndarray, scene=None, faces: np.ndarray | None = None):
+    """A mesh object of `vertices`, loose (the model head's path only cares about positions) or with
+    triangles `faces` (what a character fit and a glTF export need)."""
     scene = scene or bpy.context.scene
     mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(len(vertices))
-    mesh.vertices.foreach_set("co", np.asarray(vertices, np.float32).ravel())
+    if faces is None:
+        mesh.vertices.add(len(vertices))
+        mesh.vertices.foreach_set("co", np.asarray(vertices, np.float32).ravel())
+    else:
+        mesh.from_pydata(np.asarray(vertices, np.float64).tolist(), [], np.asarray(faces).tolist())
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     scene.collection.objects.link(obj)

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from blender_addon import addon  # noqa: F401  (the extension, for every Blender test)
+from paths import FIXTURES, TINY
+from tiny_vocaset import data_root, dataset  # noqa: F401  (fixtures, for the training tests)
 from transformers import HubertConfig
 
 from mimic.checkpoint import load_model
@@ -19,8 +22,6 @@ from mimic.model import MimicConfig
 # machine is busy (the CLI tests run their subprocesses two at a time).
 torch.set_num_threads(1)
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY = FIXTURES / "official_tiny"
 
 # Sizes of the scaled-down networks the tests build with random weights.
 TINY_SIZES = dict(vertex_count=64, feature_dim=32, hidden_size=32, conv_layers=2, encoder_layers=1,

@@ -19,7 +19,9 @@ from mimic.errors import MimicError
 from mimic.evaluate import evaluate_transfer, load_regions, transfer_lve
 from mimic.files import load_audio
 from mimic.model import Mimic, MimicConfig
-from mimic.train import build_config, parse_config
+from mimic.train_config import build_config, parse_config
+
+pytestmark = pytest.mark.slow  # trains models
 
 SYNTH = ["--speakers", "6", "--sentences-per-speaker", "2", "--vertices", "300", "--seed", "1"]
 TINY = {
@@ -47,8 +49,8 @@ def ablation_run(synth, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ablation")
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    argv = ["--config", str(config), "--data", str(synth), "--out", str(folder / "runs"), "--steps", "2", "--seeds", "0,1",
-            "--only", "full,no-style", "--report", str(folder / "RESULTS.md"), "--device", "cpu"]
+    argv = ["--config", str(config), "--data", str(synth), "--out", str(folder / "runs"), "--steps", "2",
+            "--seeds", "0,1", "--only", "full,no-style", "--report", str(folder / "RESULTS.md"), "--device", "cpu"]
     run = subprocess.run([sys.executable, "-m", "mimic.ablation", *argv], capture_output=True, text=True,
                          timeout=600, check=False)
     assert run.returncode == 0, run.stderr
@@ -82,11 +84,13 @@ def test_variant_configs_switch_the_terms():
     assert full["losses"] == base["losses"] and full["training"] == {"epochs": 3, "max_steps": 7}
     assert full["output"] == "/o/seed-3/full" and full["data"]["root"] == "/d" and full["seed"] == 3
     cycles = ablation.variant_config(base, by_name["no cycle losses"], Path("/d"), Path("/o"), 7, 3)
-    assert cycles["losses"]["style_cycle"] == {"enabled": False} and cycles["losses"]["content_cycle"] == {"enabled": False}
+    assert (cycles["losses"]["style_cycle"] == {"enabled": False}
+            and cycles["losses"]["content_cycle"] == {"enabled": False})
     none = ablation.variant_config(base, by_name["no style"], Path("/d"), Path("/o"), 7, 3)
     assert none["model"]["style_input"] is False and all(none["losses"][t] == {"enabled": False}
                                                          for t in ablation.CONSTRAINTS)
-    assert base == {"model": {"preset": "vocaset"}, "training": {"epochs": 3}, "losses": {"content_cycle": {"margin": 2.0}}}
+    assert base == {"model": {"preset": "vocaset"}, "training": {"epochs": 3},
+                    "losses": {"content_cycle": {"margin": 2.0}}}
 
 
 def test_transfer_evaluation_by_hand(synth, ablation_run):
@@ -100,7 +104,8 @@ def test_transfer_evaluation_by_hand(synth, ablation_run):
     V = dataset.vertex_count
     for e, row in zip(manifest, result["rows"]):
         gt = np.load(synth / e["vertices"]).reshape(-1, V, 3)[::2]
-        reference = np.load(synth / e["style_references"][0]).reshape(-1, V, 3)[::2] - dataset.template(e["style_speaker"])
+        reference = (np.load(synth / e["style_references"][0]).reshape(-1, V, 3)[::2]
+                     - dataset.template(e["style_speaker"]))
         lve = transfer_lve(model, load_audio(synth / e["wav"]), reference, gt, dataset.template(e["template"]),
                            regions.lips, fps=30)
         assert row["lve"] == pytest.approx(lve, rel=1e-5)
@@ -113,7 +118,8 @@ def test_transfer_evaluation_by_hand(synth, ablation_run):
             assert row["group"] == "own" and row["copy_own"] is None
         else:
             own_gt = np.load(synth / own["vertices"]).reshape(-1, V, 3)[::2][:len(gt)]
-            assert row["copy_own"] == pytest.approx(metrics.lve(own_gt, gt, regions.lips), rel=1e-6) and row["copy_own"] > 0
+            assert (row["copy_own"] == pytest.approx(metrics.lve(own_gt, gt, regions.lips), rel=1e-6)
+                    and row["copy_own"] > 0)
             assert row["group"] == ("seen" if e["style_split"] == "train" else "heldout")
     assert {r["group"] for r in result["rows"]} == {"own", "seen", "heldout"}
 

@@ -13,34 +13,23 @@ bound of it at every checked frame, after Blender's depsgraph has evaluated the 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
-# Keep this Blender (and the Blender subprocesses, which inherit it) away from the user's
-# Blender config; must be set before bpy is imported.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="mimic-test-blender-user-"))
-
+import blender_scene as bs  # noqa: E402
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile  # noqa: E402
+import soxr  # noqa: E402
+from blender_addon import backend_pid, serving  # noqa: E402
+from paths import CHECKPOINT, IO, LINE, ROOT  # noqa: E402
 
-import blender_scene as bs  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT = ROOT / "tests" / "fixtures" / "official_tiny" / "checkpoint.pth"
-IO = ROOT / "tests" / "fixtures" / "official_tiny" / "io.npz"
-MODULE = "bl_ext.dev.mimic"
 BOUND = 1e-4  # the add-on's default error bound (0.1 mm), model units
 SLACK = 1e-6  # float32 arithmetic in Blender's shape-key mix
 RATE = 16000
@@ -55,38 +44,12 @@ except ImportError:  # a bpy built without audio (PyPI's 4.2): the add-on has th
 
 
 @pytest.fixture(scope="session")
-def addon(tmp_path_factory):
-    """The extension, built as users get it and enabled once; its modules as attributes."""
-    tmp = tmp_path_factory.mktemp("extension")
-    zip_path = tmp / "mimic.zip"
-    done = subprocess.run([sys.executable, str(ROOT / "install" / "build_extension.py"), "--out", str(zip_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(tmp / "repo" / "mimic")
-    repo = bpy.context.preferences.extensions.repos.new(name="dev", module="dev", custom_directory=str(tmp / "repo"),
-                                                        source="USER")
-    assert bpy.ops.preferences.addon_enable(module=MODULE) == {"FINISHED"}
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python = sys.executable
-    prefs.checkpoint = str(CHECKPOINT)
-    modules = SimpleNamespace(prefs=prefs, **{name: importlib.import_module(f"{MODULE}.{name}") for name in (
-        "batch", "client", "job", "mapping", "operators", "properties", "scene_io", "session", "worker")})
-    assert Path(modules.job.__file__).is_relative_to(tmp)  # the built extension, not the checkout
-    yield modules
-    pid = backend_pid(modules.session)
-    bpy.ops.preferences.addon_disable(module=MODULE)  # unregister() stops the backend
-    bpy.context.preferences.extensions.repos.remove(repo)
-    assert pid is None or not serving(pid)
-
-
-@pytest.fixture(scope="session")
 def shot(addon, tmp_path_factory) -> Path:
     """The shot .blend (see blender_scene.build_shot), the speech beside it on a relative path,
     the Mimic panel set to: style from Ref, frames 1-150."""
     folder = tmp_path_factory.mktemp("shot")
     sound = folder / "line01.wav"
-    shutil.copy(bs.LINE, sound)
+    shutil.copy(LINE, sound)
     with np.load(IO) as io:
         template, motion = io["template"].reshape(-1, 3), io["style_motion"].reshape(150, -1, 3)
     scene = bs.build_shot(template, motion, sound)
@@ -132,14 +95,20 @@ def expected(shot, tmp_path_factory) -> Expected:
     soundfile.write(folder / "speech.wav", samples[start:start + round(frames / bs.FPS * RATE)], RATE, subtype="FLOAT")
     np.save(folder / "style.npy", style)
     np.save(folder / "template.npy", rest)
-    done = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", str(CHECKPOINT),
-                           "--audio", str(folder / "speech.wav"), "--style", str(folder / "style.npy"),
-                           "--template", str(folder / "template.npy"), "--out", str(folder / "out.npy"),
-                           "--fps", str(bs.FPS)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    vertices = np.load(folder / "out.npy")
+    vertices = mimic_generate(folder, folder / "speech.wav")
     assert frames - 1 <= len(vertices) <= frames
     return Expected(bs.FIRST_FRAME, frames, vertices, rest, style, folder)
+
+
+def mimic_generate(folder: Path, audio: Path) -> np.ndarray:
+    """`mimic generate --fps 24` of `audio` with folder's style.npy and template.npy: (T, V, 3)."""
+    out = audio.with_suffix(".npy")
+    done = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", str(CHECKPOINT),
+                           "--audio", str(audio), "--style", str(folder / "style.npy"),
+                           "--template", str(folder / "template.npy"), "--out", str(out),
+                           "--fps", str(bs.FPS)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return np.load(out)
 
 
 @pytest.fixture
@@ -160,19 +129,6 @@ def strip(scene, name):
 def all_strips(scene):
     editor = scene.sequence_editor
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
-
-
-def backend_pid(session) -> int | None:
-    backend = session._backend
-    return backend.process.pid if backend is not None and backend.process is not None else None
-
-
-def serving(pid: int) -> bool:
-    """Whether process `pid` is (still) a `mimic serve` backend."""
-    try:
-        return b"mimic.cli\0serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def stop_backend(session) -> None:
@@ -264,8 +220,8 @@ def decoder(request, monkeypatch) -> str:
 def test_aud_reads_the_line_as_soundfile_does():
     if aud is None:
         pytest.skip("this bpy has no aud module")
-    by_aud = aud.Sound(str(bs.LINE)).resample(RATE, False).rechannel(1).data()[:, 0]
-    by_soundfile, _ = soundfile.read(bs.LINE, dtype="float32")
+    by_aud = aud.Sound(str(LINE)).rechannel(1).data()[:, 0]
+    by_soundfile, _ = soundfile.read(LINE, dtype="float32")
     assert by_aud.shape == by_soundfile.shape and np.abs(by_aud - by_soundfile).max() < 1e-4
 
 
@@ -286,9 +242,34 @@ def test_either_decoder_gives_the_same_animation(addon, scene, expected, shot, d
     assert not [f.name for f in addon.session._backend.workdir.iterdir() if "sound" in f.name or "audio" in f.name]
 
 
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_a_recording_at_any_rate_animates_as_mimic_generate_reads_the_file(addon, scene, expected, tmp_path, rate):
+    """The strip (trimmed, starting at frame 30) plays a recording at `rate`: the add-on reads it at that
+    rate and the backend resamples it as `mimic generate` resamples a file, so they agree at every frame."""
+    if aud is None:
+        pytest.skip("this bpy has no aud module")
+    speech, line_rate = soundfile.read(LINE, dtype="float32")
+    recording = tmp_path / f"line-{rate}.wav"
+    soundfile.write(recording, soxr.resample(speech, line_rate, rate), rate, subtype="FLOAT")
+    line = strip(scene, "Line01")
+    line.sound = bpy.data.sounds.load(str(recording))
+    assert (line.frame_final_start, line.frame_final_end - line.frame_final_start) == (expected.first, expected.frames)
+    speaker_style()
+
+    samples, _ = soundfile.read(recording, dtype="float32")
+    start = round(bs.TRIM_START / bs.FPS * rate)
+    played = tmp_path / "played.wav"  # what the strip plays, as a file at its own rate
+    soundfile.write(played, samples[start:start + round(expected.frames / bs.FPS * rate)], rate, subtype="FLOAT")
+    want = mimic_generate(expected.folder, played)
+    got = bs.vertices_at(bpy.data.objects["Head"], range(expected.first, expected.first + len(want)))
+    error = np.linalg.norm(got - want, axis=-1).max()
+    assert error <= BOUND + SLACK, f"{error:.3g} from mimic generate on the file"
+    assert np.abs(got - expected.rest).max() > 10 * BOUND  # it moves
+
+
 def test_unreadable_sound_is_reported(addon, scene, expected, decoder, tmp_path):
     sound = tmp_path / "broken.wav"
-    shutil.copy(bs.LINE, sound)
+    shutil.copy(LINE, sound)
     broken = bs.sound_strip(scene, "Broken", sound, frame_start=60, channel=2)
     scene.sequence_editor.active_strip = broken
     sound.write_bytes(b"RIFF" + bytes(200))  # damaged after Blender opened it
@@ -311,16 +292,16 @@ def test_cancel_changes_nothing(addon, scene, expected):
     head = bpy.data.objects["Head"]
     settings = addon.properties.settings(bpy.context)
     inputs = addon.job.gather(bpy.context, head, strip(scene, "Line01"), object_style(addon), settings)
-    with pytest.raises(addon.client.BackendError) as failure:
-        addon.job.compute(inputs, settings, cancelled=lambda: True)
+    with pytest.raises(addon.errors.BackendError) as failure:
+        addon.compute.compute(inputs, settings, cancelled=lambda: True)
     assert failure.value.code == "cancelled"
     assert_untouched(head, expected.rest)
 
     # With a result in place: a cancelled run leaves it as it was.
     speaker_style()
     names, before = bs.shape_key_names(head), bs.vertices_at(head, checked_frames(expected))
-    with pytest.raises(addon.client.BackendError) as failure:
-        addon.job.compute(inputs, settings, cancelled=lambda: True)
+    with pytest.raises(addon.errors.BackendError) as failure:
+        addon.compute.compute(inputs, settings, cancelled=lambda: True)
     assert failure.value.code == "cancelled"
     assert bs.shape_key_names(head) == names and mimic_actions() == ["Mimic Line01"]
     assert np.array_equal(bs.vertices_at(head, checked_frames(expected)), before)
@@ -332,8 +313,8 @@ def test_cancel_changes_nothing(addon, scene, expected):
 def run_worker(addon, inputs, settings, on_first_progress=lambda worker: None):
     """Drive the modal operator's core by hand (timers never fire in the bpy module): compute on
     a Worker thread, polled like the modal timer polls it. Returns every event."""
-    worker = addon.worker.Worker(lambda progress, cancelled: addon.job.compute(
-        inputs, settings, lambda done, total, stage: progress(done / total, stage), cancelled),
+    worker = addon.worker.Worker(lambda progress, cancelled: addon.compute.compute(
+        inputs, settings, lambda done, total, stage: progress(done / max(total, 1), stage), cancelled),
         addon.operators.FAILURES).start()
     events, deadline = [], time.monotonic() + 300
     while not events or events[-1][0] == "progress":
@@ -351,19 +332,30 @@ def test_worker_thread_runs_and_cancels_like_the_modal_operator(addon, scene, ex
     settings = addon.properties.settings(bpy.context)
     inputs = addon.job.gather(bpy.context, head, strip(scene, "Line01"), object_style(addon), settings)
     events = run_worker(addon, inputs, settings)
-    fractions = [payload[0] for kind, payload in events if kind == "progress"]
-    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    progress = [payload for kind, payload in events if kind == "progress"]
+    for stage in {stage for _, stage in progress}:  # each stage's progress moves forward, to its end
+        fractions = [fraction for fraction, name in progress if name == stage]
+        assert fractions == sorted(fractions), stage
+    assert progress and progress[-1][0] == 1.0 and len({stage for _, stage in progress}) >= 2
     kind, outputs = events[-1]
     assert kind == "done"
     addon.job.apply(bpy.context, inputs, outputs, settings)
     assert_animation(head, expected)
 
     before = bs.vertices_at(head, checked_frames(expected))
-    inputs.audio = np.tile(inputs.audio, 10)  # long enough to be cancelled mid-run
+    inputs.audio.samples = np.tile(inputs.audio.samples, 10)  # long enough to be cancelled mid-run
     events = run_worker(addon, inputs, settings, on_first_progress=lambda worker: worker.cancel.set())
     kind, failure = events[-1]
     assert kind == "failed" and failure.code == "cancelled"
     assert np.array_equal(bs.vertices_at(head, checked_frames(expected)), before)
+
+
+def test_opening_a_shot_in_background_mode_starts_no_backend(addon, shot):
+    stop_backend(addon.session)
+    bpy.ops.wm.open_mainfile(filepath=str(shot))  # it has Mimic data (a style source), so a window would prewarm
+    assert addon.prewarm.has_mimic_data() and addon.prewarm.on_load_post in bpy.app.handlers.load_post
+    time.sleep(0.5)
+    assert addon.session._backend is None and not addon.session._lock.locked()
 
 
 def test_wrong_vertex_count_is_refused(addon, scene):
@@ -379,7 +371,7 @@ def test_wrong_vertex_count_is_refused(addon, scene):
 
 def test_missing_sound_file_is_reported(addon, scene, expected, tmp_path):
     sound = tmp_path / "gone.wav"
-    shutil.copy(bs.LINE, sound)
+    shutil.copy(LINE, sound)
     gone = bs.sound_strip(scene, "Gone", sound, frame_start=60, channel=2)
     scene.sequence_editor.active_strip = gone
     sound.unlink()
@@ -402,11 +394,12 @@ def test_unreadable_checkpoint_is_reported(addon, scene, expected, tmp_path):
     stop_backend(addon.session)
 
 
+@pytest.mark.slow  # a minute of speech, then a second backend
 def test_backend_killed_mid_run_then_restarted(addon, scene, expected):
     head = bpy.data.objects["Head"]
     settings = addon.properties.settings(bpy.context)
     inputs = addon.job.gather(bpy.context, head, strip(scene, "Line01"), object_style(addon), settings)
-    inputs.audio = np.tile(inputs.audio, 10)  # ~66 s: still working when killed
+    inputs.audio.samples = np.tile(inputs.audio.samples, 10)  # ~66 s: still working when killed
     killed, progress = [], []
 
     def kill(done, total, stage):
@@ -415,8 +408,8 @@ def test_backend_killed_mid_run_then_restarted(addon, scene, expected):
             killed.append(addon.session._backend.process.pid)
             addon.session._backend.process.kill()
 
-    with pytest.raises(addon.client.BackendError, match="the backend stopped") as failure:
-        addon.job.compute(inputs, settings, on_progress=kill)
+    with pytest.raises(addon.errors.BackendError, match="the backend stopped") as failure:
+        addon.compute.compute(inputs, settings, on_progress=kill)
     assert failure.value.code == "backend_died"
     assert killed and not serving(killed[0])
     assert progress[0][0] < progress[0][1]  # killed mid-run, not after the last frame
@@ -438,8 +431,8 @@ def test_baked_samples_animate_like_keyframes(addon, scene, expected):
     curves = bs.shape_key_fcurves(head)
     assert curves and all(len(c.keyframe_points) == 0 and len(c.sampled_points) > expected.frames for c in curves)
     assert_animation(head, expected)
-    assert not addon.job.sampled("AUTO", (expected.frames, 40))  # a short shot keeps editable keys
-    assert addon.job.sampled("AUTO", (18000, 44)) and not addon.job.sampled("KEYS", (18000, 44))
+    assert not addon.settings.sampled("AUTO", (expected.frames, 40))  # a short shot keeps editable keys
+    assert addon.settings.sampled("AUTO", (18000, 44)) and not addon.settings.sampled("KEYS", (18000, 44))
 
 
 def test_centimetre_head_gets_centimetre_motion(addon, scene, expected):
@@ -529,6 +522,7 @@ BATCH_COMMAND = [sys.executable, "-c", "import sys, mimic_blender; mimic_blender
                  "mimic_blender.unregister(); sys.exit(status)"]
 
 
+@pytest.mark.slow  # Blender subprocesses
 @pytest.mark.parametrize("command", [BATCH_MODULE, BATCH_COMMAND], ids=["python -m", "cli_command"])
 def test_batch(addon, shot, expected, tmp_path, command):
     out = tmp_path / "out" / "shot-animated.blend"
@@ -549,7 +543,7 @@ def test_batch(addon, shot, expected, tmp_path, command):
     done = subprocess.run(command + args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"mimic: saved {out}: ") and "on 'Head' from 'Line01'" in done.stderr
-    assert "mimic: generate" in done.stderr  # progress
+    assert "mimic: Generating " in done.stderr  # progress
     bpy.ops.wm.open_mainfile(filepath=str(out))
     head = bpy.data.objects["Head"]
     assert all(name.startswith("Mimic.") for name in bs.shape_key_names(head)[1:]) and mimic_actions() == \

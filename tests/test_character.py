@@ -3,9 +3,11 @@ code (`mimic.synth.head` remeshed to other topologies), ground truth from the sy
 
 from __future__ import annotations
 
+import character_scene as scene
 import numpy as np
 import pytest
 import trimesh
+from character_scene import MODEL, SOURCE, SOURCE_SIZE, lips_of, meeting_pairs
 from scipy.spatial import cKDTree
 
 from mimic.character import landmarks as L
@@ -15,9 +17,6 @@ from mimic.character.transfer import transfer, transfer_compact
 from mimic.errors import MimicError
 from mimic.synth import head as H
 from mimic.synth.rig import Rig, identity_template
-
-import character_scene as scene
-from character_scene import MODEL, SOURCE, SOURCE_SIZE, lips_of, meeting_pairs
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import character_scene as scene
 import numpy as np
 import pytest
+from character_scene import MODEL, SOURCE
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import character_scene as scene  # noqa: E402
-from character_scene import MODEL, SOURCE  # noqa: E402
-from mimic.character import synthetic as S  # noqa: E402
-from mimic.character.fit import Fit  # noqa: E402
-from mimic.character.transfer import transfer  # noqa: E402
-from mimic.synth.rig import Rig  # noqa: E402
-from mimic_blender.backend.mimic import protocol as p  # noqa: E402
-from mimic_blender.client import Backend, BackendError  # noqa: E402
+from mimic import protocol as p
+from mimic.character import synthetic as S
+from mimic.character.fit import Fit
+from mimic.character.transfer import transfer
+from mimic.synth.rig import Rig
+from mimic_blender.core.client import Backend
+from mimic_blender.core.errors import BackendError
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +59,14 @@ def fitted(backend, files):
 
 
 def test_fit_needs_no_model_and_writes_a_plain_npz(backend, fitted, files):
-    assert backend.facts["model"] is None and backend.facts["protocol"] == 3
+    assert backend.facts["model"] is None and backend.facts["protocol"] == p.VERSION
     assert Path(fitted["fit"]).parent == backend.workdir and fitted["fit"].endswith(".npz")
     fit = Fit.load(fitted["fit"])
     _, here = scene.imported()   # the same fit made in this process
     assert fit.quality() == pytest.approx(here.quality(), rel=1e-6)
     assert fitted["quality"] == pytest.approx(fit.quality())
-    assert set(fitted["landmarks"]) == set(map(str, fit.landmark_names))
-    assert fitted["bound_vertices"] == len(fit.vertices)
+    assert (set(fitted["landmarks"]) == set(map(str, fit.landmark_names))
+            and fitted["bound_vertices"] == len(fit.vertices))
     assert np.allclose(fit.character_matrix, files[1].matrix)
 
 
@@ -134,4 +131,5 @@ def test_bad_character_requests_answer_one_line_and_the_backend_stays_up(backend
         assert "\n" not in str(info.value)
         assert __import__("re").search(message, str(info.value)), str(info.value)
     assert not list(backend.workdir.glob(".*partial*"))   # nothing half-written
-    assert backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))["protocol"] == 3
+    hello = backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))
+    assert hello["protocol"] == p.VERSION

@@ -5,12 +5,15 @@ import json
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from mimic import protocol as p
 from mimic.checkpoint import load_model, model_from_official, official_to_ours, save_model
 from mimic.errors import MimicError
 from mimic.model import Mimic, MimicConfig
@@ -37,7 +40,7 @@ def test_full_size_checkpoint_loads(full_params, full_state, tmp_path):
         (5023, 128, 5, 4, 150, "conv", 25.0)
     assert c.audio_model["model_type"] == "wav2vec2" and c.audio_model["hidden_size"] == 768
     parameters = dict(model.named_parameters())
-    assert all(p.is_meta for p in parameters.values())
+    assert all(t.is_meta for t in parameters.values())
     assert parameters["decoder.motion_out.weight"].shape == (15069, 128)
     # the unused nn.Transformer parts of the official decoder are never built
     assert not any("transformer_decoder" in k for k in model.state_dict())
@@ -49,7 +52,8 @@ def test_full_size_checkpoint_with_released_weight_norm_names(full_params, full_
     state[WEIGHT_NORM + "weight_g"] = state.pop(WEIGHT_NORM + "parametrizations.weight.original0")
     state[WEIGHT_NORM + "weight_v"] = state.pop(WEIGHT_NORM + "parametrizations.weight.original1")
     model = model_from_official({"params": full_params, "model": state}, tmp_path, device="meta")
-    weight_g = model.state_dict()["audio_encoder.backbone.encoder.pos_conv_embed.conv.parametrizations.weight.original0"]
+    weight_g = model.state_dict()[
+        "audio_encoder.backbone.encoder.pos_conv_embed.conv.parametrizations.weight.original0"]
     assert tuple(weight_g.shape) == tuple(full_state[WEIGHT_NORM + "parametrizations.weight.original0"].shape)
 
 
@@ -63,7 +67,8 @@ def test_missing_key(full_params, full_state, tmp_path, key):
     assert "missing" in message and mentions_key(message, key), message
 
 
-@pytest.mark.parametrize("key", ["style_encoder.motion_map.weight", "decoder.transformer_decoder.layers.0.linear1.bias"])
+@pytest.mark.parametrize("key", ["style_encoder.motion_map.weight",
+                                 "decoder.transformer_decoder.layers.0.linear1.bias"])
 def test_wrong_shape(full_params, full_state, tmp_path, key):
     full_state[key] = torch.empty(tuple(full_state[key].shape[:-1]) + (full_state[key].shape[-1] + 1,), device="meta")
     with pytest.raises(MimicError) as error:
@@ -213,7 +218,7 @@ def as_json(config: MimicConfig) -> dict:
 
 def test_project_round_trip(tmp_path, tiny_model, ref):
     folder = save_model(tiny_model, tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(f.name for f in folder.iterdir()) == ["config.json", "model.safetensors"]
     loaded = load_model(folder)
     assert not loaded.training
     assert as_json(loaded.config) == as_json(tiny_model.config)
@@ -252,13 +257,28 @@ def test_project_weights_of_another_network(tmp_path, tiny_model):
         load_model(folder)
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": "something-else", "config": {}}',
-                                     '{"format": "mimic", "version": 99, "config": {}}'])
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"format": "something-else", "config": {}}',
+                                     '{"format": "mimic", "version": 99, "config": {}}', '{"format": "mimic"}',
+                                     '{"format": "mimic", "config": [1]}',
+                                     '{"format": "mimic", "config": {"colour": 1}}',
+                                     '{"format": "mimic", "config": {"alignment": "sideways"}}',
+                                     '{"format": "mimic", "config": {"fps": 30}}'])
 def test_project_bad_config(tmp_path, tiny_model, content):
+    """Each a bad checkpoint (the protocol's code), named: config.json, or the MimicConfig field."""
     folder = save_model(tiny_model, tmp_path / "model")
     (folder / "config.json").write_text(content)
-    with pytest.raises(MimicError, match="config.json"):
+    with pytest.raises(MimicError, match="config.json") as error:
         load_model(folder)
+    assert error.value.code == p.BAD_CHECKPOINT
+    for field in ("colour", "alignment", "fps"):
+        assert field not in content or field in str(error.value), str(error.value)
+
+
+def test_official_config_refused_by_the_network(full_params, full_state, tmp_path):
+    full_params["NETWORK"]["decoder"]["nhead"] = 3
+    with pytest.raises(MimicError, match="feature_dim 128 is not divisible by decoder_heads 3") as error:
+        model_from_official({"params": full_params, "model": full_state}, tmp_path, device="meta")
+    assert error.value.code == p.BAD_CHECKPOINT
 
 
 # ------------------------------------------------------------------------ HuBERT and presets
@@ -299,7 +319,7 @@ def test_preset_values():
     assert (biwi.vertex_count, biwi.alignment, biwi.features_per_frame) == (23370, "pair", 2)
     hdtf = MimicConfig.preset("hdtf")
     assert (hdtf.vertex_count, hdtf.alignment, hdtf.samples_per_frame) == (5023, "conv", 640)
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(MimicError, match="unknown preset"):
         MimicConfig.preset("nope")
 
 
@@ -311,3 +331,27 @@ def test_saved_config_is_plain_json(tmp_path, tiny_config, tiny_hubert):
     assert meta["format"] == "mimic" and meta["version"] == 1
     assert as_json(MimicConfig(**meta["config"])) == as_json(config)
     assert meta["config"]["audio_model"]["model_type"] == "hubert"
+
+
+def test_checkpoint_of_the_legacy_format_loads_too(tmp_path, tiny_checkpoint, tiny_model):
+    """Zip checkpoints (PyTorch >= 1.6) are memory-mapped; the older format cannot be, and is read whole."""
+    legacy = tmp_path / "legacy.pth"
+    shutil.copytree(tiny_checkpoint.parent / "tiny-wav2vec2", tmp_path / "tiny-wav2vec2")
+    torch.save(torch.load(tiny_checkpoint, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:4] != b"PK\x03\x04" and tiny_checkpoint.read_bytes()[:4] == b"PK\x03\x04"
+    loaded = load_model(legacy)
+    for (name, mine), (_, theirs) in zip(loaded.state_dict().items(), tiny_model.state_dict().items()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_imports_only_what_runs(tiny_checkpoint):
+    """The command imports no torch before it parses its arguments, and loading a wav2vec2 model
+    imports the wav2vec2 modules of transformers, not its other models."""
+    code = (f"import json, sys, mimic.cli; assert 'torch' not in sys.modules; "
+            f"from mimic.checkpoint import load_model; load_model({str(tiny_checkpoint)!r}); "
+            f"print(json.dumps([m for m in sys.modules if m.startswith('transformers.models.')]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    modules = json.loads(run.stdout)
+    assert "transformers.models.wav2vec2.modeling_wav2vec2" in modules
+    assert not [m for m in modules if "hubert" in m]

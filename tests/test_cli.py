@@ -45,6 +45,7 @@ BAD_INPUTS = {
     "template with NaN": ({"--template": "template_nan.npy"}, r"template .*NaN"),
     "template of wrong dims": ({"--template": "template_64x2.npy"}, r"template .*shape \(64, 2\).*\(vertices, 3\)"),
     "unreadable checkpoint": ({"--checkpoint": "noise.pth"}, r"noise\.pth is not a .*checkpoint"),
+    "fp16 on the cpu": ({"--device": "cpu", "--precision": "fp16"}, r"precision fp16 runs on CUDA GPUs only"),
 }
 
 
@@ -103,6 +104,7 @@ def runs(tmp_path_factory, ref, tiny_checkpoint) -> dict:
         "offsets": lambda: generate(work, "offsets", extra=("--offsets",)),
         "44.1 kHz stereo": lambda: generate(work, "44.1 kHz stereo", {"--audio": "speech_44k_stereo.wav"}),
         "convert": lambda: convert_then_generate(work),
+        "fast": lambda: generate(work, "fast", {"--device": "cpu", "--precision": "fast"}),
         **{name: (lambda changes=changes, name=name: generate(work, name, changes))
            for name, (changes, _) in BAD_INPUTS.items()},
     }
@@ -166,6 +168,19 @@ def test_convert_then_generate(runs, ref):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     out = check_success(run)
     assert max_error(out, ref["demo_vertices"]) <= TOL
+
+
+def test_generate_at_the_fastest_precision(runs, ref):
+    import torch
+
+    from mimic.precision import pick_precision
+
+    out = check_success(runs["fast"])
+    precision = pick_precision("fast", torch.device("cpu"))
+    assert f"on cpu, {precision})" in runs["fast"].stderr
+    motion = np.linalg.norm(ref["demo_vertices"] - ref["demo_vertices"].mean(axis=0), axis=-1)
+    deviation = np.linalg.norm(out - ref["demo_vertices"], axis=-1)
+    assert deviation.max() <= (TOL if precision == "fp32" else 0.15 * motion.max()), (deviation.max(), motion.max())
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

@@ -12,17 +12,15 @@ import venv
 from pathlib import Path
 
 import numpy as np
+import paths
 import pytest
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mimic import protocol as p
+from mimic_blender.core.client import Backend
+from mimic_blender.core.errors import BackendError
 
-from mimic_blender.backend.mimic import protocol as p  # noqa: E402
-from mimic_blender.client import Backend, BackendError  # noqa: E402
-
-TINY = ROOT / "tests" / "fixtures" / "official_tiny"
-CHECKPOINT = str(TINY / "checkpoint.pth")
+CHECKPOINT = str(paths.CHECKPOINT)
 
 
 def gone(pid: int) -> bool:
@@ -41,10 +39,10 @@ def backend():
 
 
 def test_client_imports_nothing_heavy():
-    """Blender's Python has no torch or numpy: the client and the protocol must not need them."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import mimic_blender.client as c; "
-            "print(sorted(m for m in ('torch', 'numpy', 'mimic') if m in sys.modules)); print(c.BUNDLED_BACKEND)")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    """Blender's Python has no torch: the client and the protocol need neither it nor numpy."""
+    code = ("import sys, mimic_blender.core.client as c; "
+            "print(sorted(m for m in ('torch', 'numpy', 'mimic') if m in sys.modules)); print(c.SOURCE)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     heavy, bundled = out.stdout.splitlines()[-2:]
     assert heavy == "[]"
@@ -58,7 +56,7 @@ def test_stop_ends_the_process_and_removes_the_session_folder(backend):
     assert workdir.is_dir() and Path(workdir).name.startswith("mimic-session-")
 
     backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
-    with np.load(TINY / "io.npz") as io:
+    with np.load(paths.IO) as io:
         np.save(workdir / "speech.npy", io["speech_16k"][:16000])
         np.save(workdir / "reference.npy", io["style_motion"].reshape(-1, 64, 3) + io["template"].reshape(64, 3))
         np.save(workdir / "neutral.npy", io["template"].reshape(64, 3))
@@ -76,11 +74,17 @@ def test_stop_ends_the_process_and_removes_the_session_folder(backend):
     assert backend.process is None
 
 
+def test_the_backend_runs_below_blenders_priority(backend):
+    """So Blender's main loop (and Esc) keeps its turn on a busy machine."""
+    backend.start()
+    assert os.getpriority(os.PRIO_PROCESS, backend.process.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+
+
 def test_a_killed_backend_is_reported_as_died(backend, tmp_path):
     backend.start()
     backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
     process, workdir = backend.process, backend.workdir
-    with np.load(TINY / "io.npz") as io:
+    with np.load(paths.IO) as io:
         np.save(workdir / "speech.npy", np.tile(io["speech_16k"], 8)[:60 * 16000])
     killed = []
 
@@ -104,6 +108,24 @@ def test_a_killed_backend_is_reported_as_died(backend, tmp_path):
 
     backend.stop()  # cleans up after a dead process without raising
     assert backend.process is None and gone(process.pid) and not workdir.exists()
+
+
+def test_a_request_given_up_on_does_not_answer_the_next(backend):
+    """Its late replies (progress, result) carry its own id; the next request waits for its own."""
+    backend.start()
+    backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT)
+    workdir = backend.workdir
+    with np.load(paths.IO) as io:
+        np.save(workdir / "speech.npy", np.tile(io["speech_16k"], 4))
+        np.save(workdir / "reference.npy", io["style_motion"].reshape(-1, 64, 3) + io["template"].reshape(64, 3))
+        np.save(workdir / "neutral.npy", io["template"].reshape(64, 3))
+    with pytest.raises(BackendError) as given_up:
+        backend.request(p.GENERATE, timeout=0.01, audio=str(workdir / "speech.npy"), style=[0.0] * 32)
+    assert given_up.value.code == "timeout"
+    reply = backend.request(p.ENCODE_STYLE, timeout=120, vertices=str(workdir / "reference.npy"),
+                            neutral=str(workdir / "neutral.npy"))
+    assert reply["type"] == p.RESULT and len(reply["style"]) == 32 and "frames" in reply
+    assert backend.replies.empty()  # the abandoned generate's replies came first and were passed over
 
 
 def test_end_of_stdin_ends_the_backend(backend):

@@ -12,12 +12,14 @@ import bpy
 import numpy as np
 import pytest
 import soundfile
-
 from blender_scene import reset, shape_key_action, shape_key_fcurves, shape_key_names, vertices_at
+from paths import ROOT
+
 from mimic.ablation import SYNTH
 from mimic.synth.head import build_head
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # renders
+
 FPS = 24
 
 
@@ -93,8 +95,8 @@ def test_mouth_follows_the_speech_and_the_styles_differ(demo, heads):
     head = build_head(SYNTH["vertices"])
     audio, rate = soundfile.read(out / "dialogue.wav", dtype="float32")
     hop = rate / FPS
-    envelope = np.array([np.sqrt(np.mean(np.square(audio[int((f - 1) * hop):int(f * hop)]))) if (f - 1) * hop < len(audio)
-                         else 0.0 for f in heads["frames"]])
+    envelope = np.array([np.sqrt(np.mean(np.square(audio[int((f - 1) * hop):int(f * hop)])))
+                         if (f - 1) * hop < len(audio) else 0.0 for f in heads["frames"]])
     opening = {}
     for name in ("Wide", "Tight"):
         v = heads[name]

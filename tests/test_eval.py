@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+
 from mimic import metrics
 from mimic.checkpoint import save_model
 from mimic.cli import main

@@ -11,15 +11,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # Blender subprocesses
 
 # Runs in a fresh Blender (a subprocess), so installing and enabling touches no other test.
 INSTALL = """
 import importlib, json, sys
 import bpy
 result = bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default", enable_on_install=True)
-protocol = importlib.import_module("bl_ext.user_default.mimic.backend.mimic.protocol")
+protocol = importlib.import_module("bl_ext.user_default.mimic.core.backend_source").protocol
 print(json.dumps({"result": sorted(result), "addons": [addon.module for addon in bpy.context.preferences.addons],
                   "protocol": protocol.__file__}))
 """
@@ -46,7 +47,7 @@ def test_zip_holds_the_addon_and_the_bundled_backend(build):
     with zipfile.ZipFile(zip_path) as archive:
         names = set(archive.namelist())
         defaults = json.loads(archive.read("backend_defaults.json"))
-    for expected in ("blender_manifest.toml", "__init__.py", "client.py", "setup_backend.py",
+    for expected in ("blender_manifest.toml", "__init__.py", "core/client.py", "core/setup_backend.py",
                      "backend/pyproject.toml", "backend/mimic/protocol.py", "backend/mimic/cli.py",
                      "backend_defaults.json"):
         assert expected in names

@@ -14,22 +14,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import paths
 import pytest
 import soundfile
 import soxr
+from paths import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mimic import protocol as p
+from mimic_blender.core.client import Backend
+from mimic_blender.core.errors import BackendError
 
-from mimic_blender.backend.mimic import protocol as p  # noqa: E402
-from mimic_blender.client import Backend, BackendError  # noqa: E402
-
-TINY = ROOT / "tests" / "fixtures" / "official_tiny"
-CHECKPOINT = str(TINY / "checkpoint.pth")
 V = 64  # the tiny checkpoint's vertex count
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
 RAW_ID = 100_000  # ids for raw requests, far from the client's counter
+
+CHECKPOINT = str(paths.CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,8 @@ def style_of(s) -> list[float]:
 
 def frames_of(result: dict) -> np.ndarray:
     mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
-    assert mean.shape == (V, 3) and basis.shape == (result["k"], V, 3) and weights.shape == (result["frames"], result["k"])
+    assert mean.shape == (V, 3) and basis.shape == (result["k"], V, 3)
+    assert weights.shape == (result["frames"], result["k"])
     return mean + np.einsum("tk,kvc->tvc", weights.astype(np.float64), basis)
 
 
@@ -110,9 +110,13 @@ def test_hello_reports_protocol_versions_and_devices(s):
     import mimic
 
     f = s.facts
-    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 3
+    from mimic.precision import supported_precisions
+
+    assert f["type"] == p.RESULT and f["protocol"] == p.VERSION == 4
     assert f["backend"] == mimic.__version__ and f["torch"] == torch.__version__
     assert "cpu" in f["devices"] and f["device"] in f["devices"]
+    assert f["precisions"] == {d: supported_precisions(torch.device(d)) for d in f["devices"]}
+    assert f["precisions"]["cpu"][0] == p.FP32
     assert f["model"] is None  # nothing loaded at the handshake
 
 
@@ -122,7 +126,7 @@ def test_requests_before_load_fail_with_no_model(s):
 
 def test_load_reports_model_facts_and_hello_repeats_them(s):
     facts = {k: v for k, v in s.loaded.items() if k not in ("type", "id")}
-    assert facts == {"checkpoint": CHECKPOINT, "device": "cpu", "vertex_count": V, "fps": 25.0,
+    assert facts == {"checkpoint": CHECKPOINT, "device": "cpu", "precision": p.FP32, "vertex_count": V, "fps": 25.0,
                      "sample_rate": 16000, "style_dim": 32, "window": 150}
     hello = s.backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(s.backend.workdir))
     assert hello["model"] == facts
@@ -151,12 +155,14 @@ def test_generate_reproduces_the_demo_within_the_bound(s, io):
     assert result["frames"] == total == 200 and result["fps"] == 25.0
     assert result["error_bound"] == p.DEFAULT_ERROR_BOUND and 0 <= result["max_error"] <= result["error_bound"]
 
-    # progress: starts at 0, never goes back, ends at the total
-    assert progress[0] == (0, total, "generate") and progress[-1] == (total, total, "compress")
-    done = [d for d, t, _ in progress]
-    assert done == sorted(done) and all(t == total for _, t, _ in progress)
-    assert any(0 < d < total for d in done)  # more than one window: intermediate progress was reported
-    assert (total, total, "generate") in progress
+    # progress: the stages in order, each from 0 (never going back) to the total
+    assert progress[0] == (0, total, p.ENCODING) and progress[-1] == (total, total, p.COMPRESSING)
+    assert [s for _, _, s in progress] == sorted((s for _, _, s in progress), key=p.STAGES.index)
+    for stage in (p.ENCODING, p.GENERATING):
+        done = [d for d, _, s in progress if s == stage]
+        assert done[0] == 0 and done[-1] == total and done == sorted(done)
+        assert len([d for d in done if 0 < d < 150]) >= 3  # progress within the first window
+    assert all(t == total for _, t, _ in progress)
 
     # the result files live in the session folder
     for name in ("mean", "basis", "weights"):
@@ -226,8 +232,12 @@ def test_read_audio_cuts_a_16k_wav_exactly(s, io):
     reply = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, stop=40_000)
     assert reply["samples"] == 40_000 - 1234 and Path(reply["audio"]).parent == s.backend.workdir
     np.testing.assert_array_equal(np.load(reply["audio"]), speech[1234:40_000])
-    past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100, stop=len(speech) + 900)
+    past_the_end = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=len(speech) - 100,
+                                     stop=len(speech) + 900)
     assert past_the_end["samples"] == 100
+    for to_the_end in (dict(stop=None), {}):  # stop null or left out: the whole rest of the file
+        rest = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, **to_the_end)
+        np.testing.assert_array_equal(np.load(rest["audio"]), speech[1234:])
 
 
 def test_read_audio_mixes_and_resamples_other_files(s):
@@ -379,3 +389,107 @@ def test_cancel_of_a_request_not_running_hits_nothing_and_is_forgotten(s, io):
     np.save(path, io["speech_16k"][:16000])
     result = s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style)
     assert result["id"] == future and result["frames"] == 25
+
+
+# ------------------------------------------------------------------------- precision and rates
+
+
+def test_load_with_a_precision(s):
+    import torch
+
+    from mimic.precision import pick_precision
+
+    fast = s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu", precision=p.FAST)
+    assert fast["precision"] == pick_precision(p.FAST, torch.device("cpu"))
+    e = code_of(s.backend, p.LOAD, checkpoint=CHECKPOINT, device="cpu", precision=p.FP16)
+    assert e.code == p.BAD_INPUT and "fp16 runs on CUDA GPUs only" in str(e)
+    assert code_of(s.backend, p.LOAD, checkpoint=CHECKPOINT, precision=16).code == p.BAD_REQUEST
+    assert s.backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(s.backend.workdir))["model"] == \
+        {k: v for k, v in fast.items() if k not in ("type", "id")}  # a failed load keeps the model loaded before
+    exact = s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu")
+    assert exact["precision"] == p.FP32  # the default, for the tests after this one
+
+
+@pytest.mark.parametrize("rate", [22050, 48000])
+def test_audio_at_its_own_rate_equals_mimic_generate_on_the_file(s, tmp_path, rate):
+    """The add-on sends a strip's samples at their rate; the backend resamples them as `mimic generate`
+    resamples a file."""
+    import subprocess
+
+    speech, _ = soundfile.read(LIBRIVOX, dtype="float64")
+    samples = soxr.resample(speech, 16000, rate, quality="HQ").astype(np.float32)
+    wav, npy = tmp_path / "speech.wav", s.backend.workdir / f"speech-{rate}.npy"
+    soundfile.write(wav, samples, rate, subtype="FLOAT")
+    np.save(npy, samples)
+    for name, array in (("style", np.load(s.files.reference)), ("template", np.load(s.files.neutral))):
+        np.save(tmp_path / f"{name}.npy", array)
+    cli = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", CHECKPOINT,
+                          "--audio", str(wav),
+                          "--style", str(tmp_path / "style.npy"), "--template", str(tmp_path / "template.npy"),
+                          "--offsets", "--device", "cpu", "--out", str(tmp_path / "cli.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    expected = np.load(tmp_path / "cli.npy")
+    result = s.backend.request(p.GENERATE, timeout=300, audio=str(npy), sample_rate=rate, style=style_of(s),
+                               error_bound=1e-7)
+    assert result["frames"] == len(expected) == len(speech) // 640
+    assert np.abs(frames_of(result) - expected).max() <= 1e-6
+
+
+@pytest.mark.parametrize("rate, code", [("44100", p.BAD_REQUEST), (44100.0, p.BAD_REQUEST), (0, p.BAD_INPUT),
+                                        (10**9, p.BAD_INPUT)])
+def test_sample_rate_must_be_an_audio_rate(s, rate, code):
+    e = code_of(s.backend, p.GENERATE, audio=s.files.speech, style=[0.0] * 32, sample_rate=rate)
+    assert e.code == code and "sample_rate" in str(e)
+
+
+# ------------------------------------------------------------- cancel inside a window, full size
+
+
+@pytest.fixture(scope="module")
+def full_size(tmp_path_factory):
+    """A backend serving the full-size network (random weights, project format) and 12 s of speech."""
+    import torch
+
+    from mimic.checkpoint import save_model
+    from mimic.model import Mimic, MimicConfig
+
+    folder = tmp_path_factory.mktemp("full-size")
+    with torch.device("meta"):
+        model = Mimic(MimicConfig.preset("hdtf"))
+    model = model.to_empty(device="cpu")
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.02)
+    save_model(model, folder / "model")
+    del model
+    backend = Backend(sys.executable)
+    backend.start()
+    backend.request(p.LOAD, timeout=300, checkpoint=str(folder / "model"), device="cpu")
+    speech, _ = soundfile.read(LIBRIVOX, dtype="float32")
+    audio = backend.workdir / "speech-12s.npy"
+    np.save(audio, np.concatenate([speech, speech])[:12 * 16000])
+    yield backend, str(audio)
+    backend.stop()
+
+
+def test_cancel_is_honoured_inside_the_first_window(full_size):
+    """Cancelled at the first progress inside the first batch of windows, the generate stops at its
+    next check: still encoding that batch (two windows, 290 new frames), nothing generated."""
+    backend, audio = full_size
+    gen, cancel = RAW_ID + 20, RAW_ID + 21
+    raw(backend, p.encode(p.request(p.GENERATE, gen, audio=audio, style=[0.1] * 128)).strip())
+    while (reply := reply_to(backend, gen, timeout=300, skip_progress=False))["done"] == 0:
+        assert reply["type"] == p.PROGRESS and reply["stage"] == p.ENCODING
+    raw(backend, p.encode(p.request(p.CANCEL, cancel, target=gen)).strip())
+    after = []  # the generate's replies from here on, in order, with the cancel's reply among them
+    while not after or after[-1]["type"] == p.PROGRESS or after[-1]["id"] == cancel:
+        message = backend.replies.get(timeout=300)
+        if message["id"] in (gen, cancel):
+            after.append(message)
+    assert after[-1]["type"] == p.ERROR and after[-1]["code"] == p.CANCELLED
+    assert p.result(cancel, cancelled=True) in after
+    progress = [m for m in after if m["type"] == p.PROGRESS]
+    assert all(m["stage"] == p.ENCODING and m["done"] < 290 for m in progress)
+    raced = after[after.index(p.result(cancel, cancelled=True)):]
+    assert len([m for m in raced if m["type"] == p.PROGRESS]) <= 1  # at most one report was under way
+    backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))  # still up

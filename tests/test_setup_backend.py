@@ -4,27 +4,29 @@ the package index)."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+from mimic_blender.core import setup_backend
 
-# Loaded from its file, as the bpy-free module it is (no add-on package, no Blender).
-_spec = importlib.util.spec_from_file_location("setup_backend", ROOT / "mimic_blender" / "setup_backend.py")
-setup_backend = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(setup_backend)
+VERSION = tomllib.loads((ROOT / "blender_manifest.toml").read_text())["version"]
+
+pytestmark = pytest.mark.slow  # makes a venv from the package index
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> tuple[Path, Path, list[str], Path]:
     """(venv dir, its python, every line the setup streamed, the backend source it installed)"""
     base = tmp_path_factory.mktemp("backend")
-    source = shutil.copytree(ROOT / "backend", base / "source", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    source = shutil.copytree(ROOT / "backend", base / "extension" / "backend",
+                             ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build"))
+    shutil.copy2(ROOT / "blender_manifest.toml", base / "extension")
     lines: list[str] = []
     python = setup_backend.setup_backend(base / "venv", source, "cpu", on_line=lines.append)
     return base / "venv", python, lines, source
@@ -51,14 +53,15 @@ def test_setup_makes_a_working_backend_environment(made):
     venv, python, lines, source = made
     assert python == venv / "bin" / "python" and python.is_file()
     steps = [line.split("] ")[0] + "]" for line in lines if line.startswith("[")]
-    assert steps == ["[create the environment]", "[upgrade pip]", "[install PyTorch 2.13.0 (cpu)]",
-                     "[install the backend]"]
-    assert any(line.startswith("Successfully installed") and "mimic-0.1.0" in line for line in lines)
+    assert steps == ["[create the environment]", "[upgrade pip]",
+                     f"[install PyTorch {setup_backend.TORCH_VERSION} (cpu)]", "[install the backend]"]
+    assert any(line.startswith("Successfully installed") and f"mimic-{VERSION}" in line for line in lines)
     assert setup_backend.find_python_problems(str(python)) == []
     where = subprocess.run([str(python), "-c", "import mimic.protocol; print(mimic.protocol.__file__)"],
                            capture_output=True, text=True, cwd=venv, check=True).stdout.strip()
     assert Path(where).is_relative_to(venv)  # installed into the venv, not linked to the source
-    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml"]  # built from a copy
+    # built from a copy
+    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml", "setup.py"]
 
 
 def test_failed_step_raises_with_its_last_output(made, tmp_path):
@@ -71,10 +74,20 @@ def test_failed_step_raises_with_its_last_output(made, tmp_path):
     message = str(failure.value)
     assert message.startswith("could not install the backend (exit code 1). Last output:")
     assert lines[-1] in message  # the tail of the streamed output ends the message
-    assert "Requirement already satisfied: torch==2.13.0" in "\n".join(lines)  # re-running reuses the venv
+    # re-running reuses the venv
+    assert f"Requirement already satisfied: torch=={setup_backend.TORCH_VERSION}" in "\n".join(lines)
 
 
 def test_unknown_torch_flavour_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="'rocm'"):
         setup_backend.setup_backend(tmp_path / "venv", ROOT / "backend", "rocm", on_line=print)
     assert not (tmp_path / "venv").exists()
+
+
+def test_cancel_stops_the_running_step(tmp_path):
+    """Esc on Set up Backend: the running step (here pip's upgrade) is killed, no later step runs."""
+    lines: list[str] = []
+    with pytest.raises(setup_backend.SetupError, match="cancelled while trying to upgrade pip"):
+        setup_backend.setup_backend(tmp_path / "venv", ROOT / "backend", "cpu", on_line=lines.append,
+                                    cancelled=lambda: any(line.startswith("[upgrade pip]") for line in lines))
+    assert [line.split("]")[0] for line in lines if line.startswith("[")] == ["[create the environment", "[upgrade pip"]

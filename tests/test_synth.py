@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+
 from mimic.cli import main
 from mimic.data import open_dataset, read_templates
 from mimic.synth import dataset as ds
@@ -268,7 +269,7 @@ def test_synth_writes_a_vocaset_layout(tiny):
     assert set(splits) == {"train", "val", "test"}
     assert sorted(s for subjects in splits.values() for s in subjects) == sorted(speakers) == sorted(templates)
     assert splits["test"] and splits["train"]
-    for subject, t in templates.items():
+    for _subject, t in templates.items():
         assert t.shape == (V, 3) and t.dtype == np.float32
     assert len({t.tobytes() for t in templates.values()}) == len(templates)   # every subject its own face
     for name in ("lips", "upper_face", "eyes", "brows", "jaw", "lip_edge_upper", "lip_edge_lower"):
@@ -285,7 +286,7 @@ def test_synth_writes_a_vocaset_layout(tiny):
         assert wav.stem in texts["files"] and wav.stem.rpartition("_")[2] in speakers[subject]["sentences"]
         # the face at rest in the leading silence is the subject's template
         np.testing.assert_allclose(motion[0].reshape(V, 3), templates[subject], atol=2e-4)
-    for subject, info in speakers.items():
+    for _subject, info in speakers.items():
         Style.from_dict(info["style"])
         numbers = sorted(info["sentences"])
         assert numbers == (["sentence01", "sentence02"] if info["split"] == "train" else ["sentence21", "sentence22"])

@@ -1,95 +1,31 @@
-"""`mimic train` on a tiny VOCASET-layout dataset written here (4 sequences of 40-46 frames, 20
-vertices) with a tiny network (feature_dim 16, a 1-layer wav2vec2 16 wide): every loss term, the
-switches of the ablation, gradient reversal, overfitting a batch, resume, two gloo processes
-under torchrun, and the command end to end."""
+"""`mimic train` on the tiny VOCASET-layout dataset of tiny_vocaset.py: every loss term, the
+switches of the ablation, gradient reversal, the windows and the epoch plan, overfitting a batch,
+resume, two gloo processes under torchrun, and the command end to end."""
 
 from __future__ import annotations
 
-import copy
 import os
-import pickle
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 import torch.nn.functional as F
-import yaml
 from safetensors.torch import load_file
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from tiny_vocaset import TINY_AUDIO, TINY_MODEL, V, config_dict, write_config
+from transformers import Wav2Vec2Config
 
 from mimic.checkpoint import load_model
 from mimic.cli import main
-from mimic.data import open_dataset
 from mimic.errors import MimicError
 from mimic.losses import OFFICIAL_WEIGHTS, TERMS, Objective, TrainingStep, clip_loss, contrastive_loss
 from mimic.model import Mimic, MimicConfig
-from mimic.train import (STATE_FILE, Trainer, TrainConfig, WindowBatches, distributed_from_env, load_config,
-                         parameter_checksum, parse_config, plan_epoch, read_state, run)
-
-REPO = Path(__file__).resolve().parents[1]
-V = 20
-SUBJECTS = ("FaceTalk_AA_TA", "FaceTalk_BB_TA")
-TINY_AUDIO = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                  conv_dim=[16] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-TINY_MODEL = dict(feature_dim=16, hidden_size=16, conv_layers=1, encoder_layers=1, encoder_heads=2, encoder_ff=32,
-                  decoder_heads=2, decoder_ff=32)
-
-
-def write_vocaset(root: Path) -> None:
-    """VOCASET as FaceFormer prepares it: 60 fps vertex files (read at 30 fps), 16 kHz wavs, templates.pkl.
-    Each subject moves with its own amplitude, so style is learnable."""
-    rng = np.random.default_rng(0)
-    (root / "wav").mkdir(parents=True)
-    (root / "vertices_npy").mkdir()
-    templates = {s: rng.normal(size=(V, 3)).astype(np.float32) for s in SUBJECTS}
-    with open(root / "templates.pkl", "wb") as f:
-        pickle.dump(templates, f, protocol=2)
-    for k, subject in enumerate(SUBJECTS):
-        rest = rng.normal(size=(V, 3)) * 0.03  # the subject's resting offset from its template
-        for j in range(2):
-            frames = 40 + 6 * j  # at 30 fps
-            t = np.arange(2 * frames) / 60
-            basis = rng.normal(size=(3, V, 3)) * 0.02 * (1 + k)
-            motion = rest + sum(np.sin(2 * np.pi * (i + 1) * t + i)[:, None, None] * basis[i] for i in range(3))
-            name = f"{subject}_sentence{j + 1:02d}"
-            np.save(root / "vertices_npy" / f"{name}.npy", (templates[subject] + motion).reshape(2 * frames, -1)
-                    .astype(np.float32))
-            ts = np.arange(frames * 16000 // 30) / 16000
-            audio = 0.1 * np.sin(2 * np.pi * 220 * ts) * (1 + np.sin(2 * np.pi * 3 * ts)) + 0.01 * rng.normal(size=len(ts))
-            soundfile.write(root / "wav" / f"{name}.wav", audio.astype(np.float32), 16000)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("vocaset")
-    write_vocaset(root)
-    return root
-
-
-def config_dict(data_root: Path, output: Path, **training) -> dict:
-    return {
-        "output": str(output), "seed": 3,
-        "data": {"kind": "vocaset", "root": str(data_root),
-                 "options": {"train_subjects": list(SUBJECTS), "val_subjects": [], "test_subjects": []}},
-        "model": {"preset": "vocaset", **TINY_MODEL, "audio_model": dict(TINY_AUDIO)},
-        "training": {"epochs": 10, "batch_size": 2, "window": 24, "windows_per_sequence": 2, "log_every": 1,
-                     "lr": 1e-3, **training},
-    }
-
-
-def write_config(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-@pytest.fixture(scope="module")
-def dataset(data_root):
-    return open_dataset("vocaset", data_root, train_subjects=list(SUBJECTS), val_subjects=[], test_subjects=[])
+from mimic.run_state import STATE_FILE, distributed_from_env, parameter_checksum, read_state
+from mimic.train import Trainer, run
+from mimic.train_config import parse_config
+from mimic.windows import WindowBatches, plan_epoch
 
 
 def tiny_network(preset: str = "vocaset", **overrides) -> Mimic:
@@ -193,7 +129,7 @@ def test_ablation_switches_in_the_config(tmp_path, data_root):
     assert calls["decoder"] == 2 and calls["style_encoder"] == 1 and calls["content_encoder"] == 1
 
     data["losses"] = {k: {"enabled": False} for k in TERMS}
-    with pytest.raises(MimicError, match="every loss term is switched off"):
+    with pytest.raises(MimicError, match="losses has every term switched off"):
         parse_config(data)
 
 
@@ -323,11 +259,12 @@ def test_command_end_to_end_and_resume(tmp_path, data_root, dataset):
     assert not (tmp_path / "elsewhere").exists()  # --resume keeps the run folder
     # new learning-rate settings apply to a resumed run (it stands after epoch 1 of 4 steps)
     changed = parse_config(config_dict(data_root, tmp_path / "resumed", lr=5e-4, lr_decay_every=1, lr_decay_gamma=0.5))
+    changed.training.max_steps = 5
     trainer = Trainer(changed, dataset, distributed_from_env(), torch.device("cpu"), tmp_path / "resumed")
     assert (trainer.epoch, trainer.step) == (1, 4)
+    trainer.run()  # one step, in epoch 1
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
-    trainer.scheduler.step()
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1.25e-4)
+    assert [changed.training.learning_rate(e) for e in (0, 1, 2)] == pytest.approx([5e-4, 2.5e-4, 1.25e-4])
 
     # the network trained away from its initialisation (seed 3), and a run is not started over
     torch.manual_seed(3)
@@ -356,101 +293,3 @@ def test_two_processes_agree(tmp_path, data_root):
     assert state["world_size"] == 2 and state["step"] == 3 and len(state["rng"]) == 2
     assert "2 processes (gloo)" in result.stderr
     assert result.stderr.count("mimic train: run folder") == 1  # only rank 0 logs
-
-
-# -------------------------------------------------------------------------------- set-up, config
-
-
-def test_pretrained_audio_and_frozen_feature_encoder(tmp_path, data_root, dataset):
-    """audio_pretrained: a local Hugging Face folder's weights go into the backbone (its config sets
-    the geometry); the convolutional feature encoder is frozen."""
-    pretrained = Wav2Vec2Model(Wav2Vec2Config(vocab_size=32, **TINY_AUDIO))
-    pretrained.save_pretrained(tmp_path / "w2v")
-    data = config_dict(data_root, tmp_path / "run")
-    del data["model"]["audio_model"]
-    data["audio_pretrained"] = str(tmp_path / "w2v")
-    trainer = Trainer(parse_config(data), dataset, distributed_from_env(), torch.device("cpu"), None)
-    assert trainer.audio_source.startswith("pretrained weights from")
-    ours = trainer.model.audio_encoder.backbone.state_dict()
-    for key, value in pretrained.state_dict().items():
-        assert torch.equal(ours[key], value), key
-    assert not any(p.requires_grad for p in trainer.model.audio_encoder.backbone.feature_extractor.parameters())
-    assert all(p.requires_grad for p in trainer.model.audio_encoder.backbone.encoder.parameters())
-    assert trainer.model.config.num_ids == 2 and trainer.model.config.fps == 30
-
-    data["model"]["audio_model"] = {"hidden_size": 32}
-    with pytest.raises(MimicError, match="audio_model and audio_pretrained both given"):
-        Trainer(parse_config(data), dataset, distributed_from_env(), torch.device("cpu"), None)
-
-
-BAD = {
-    "unknown top key": ({"epochs": 3}, r"unknown key 'epochs' \(known: output, data, seed"),
-    "unknown nested key": ({"training": {"batchsize": 2}}, r"unknown key 'training.batchsize'"),
-    "unknown loss key": ({"losses": {"style_cycle": {"wieght": 1}}}, r"unknown key 'losses.style_cycle.wieght'"),
-    "unknown loss term": ({"losses": {"ctc": {"weight": 1}}}, r"unknown key 'losses.ctc'"),
-    "wrong int": ({"training": {"batch_size": "six"}}, r"training.batch_size must be a whole number, not str 'six'"),
-    "bool is no int": ({"seed": True}, r"seed must be a whole number, not bool True"),
-    "wrong float": ({"training": {"lr": "fast"}}, r"training.lr must be a number, not str 'fast'"),
-    "wrong bool": ({"losses": {"content_clip": {"enabled": "no"}}}, r"losses.content_clip.enabled must be true or false"),
-    "section not a mapping": ({"training": [1, 2]}, r"training must be a mapping"),
-    "negative weight": ({"losses": {"style_cycle": {"weight": -1}}}, r"losses.style_cycle.weight must be 0 or more"),
-    "zero batch": ({"training": {"batch_size": 0}}, r"training.batch_size must be at least 1"),
-    "bad device": ({"training": {"device": "tpu"}}, r"training.device must be auto, cpu, cuda or mps"),
-    "bad decay": ({"losses": {"inverse_classifier": {"decay": [20, 0.1]}}}, r"decay must be a list of \[epoch, factor\]"),
-    "unknown model key": ({"model": {"feature_dims": 8}}, r"unknown key 'model.feature_dims'"),
-    "wrong model type": ({"model": {"feature_dim": "wide"}}, r"model.feature_dim must be a whole number"),
-    "bad preset": ({"model": {"preset": "flame"}}, r"model.preset must be one of hdtf, vocaset, biwi"),
-    "missing data": ({"data": None}, r"data must be a mapping"),
-}
-
-
-@pytest.mark.parametrize("name", BAD)
-def test_config_errors_name_the_key(tmp_path, data_root, name):
-    change, message = BAD[name]
-    data = config_dict(data_root, tmp_path / "run")
-    for key, value in change.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            merged = copy.deepcopy(data[key])
-            for k, v in value.items():
-                merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-            data[key] = merged
-        else:
-            data[key] = value
-    path = write_config(tmp_path / "bad.yaml", data)
-    with pytest.raises(MimicError, match=message):
-        load_config(path)
-    assert main(["train", "--config", str(path)]) == 1  # one line, no traceback
-
-
-def test_config_errors_that_need_the_data(tmp_path, data_root, dataset):
-    for model, message in (({"audio_model": {"hidden_sise": 8}}, r"unknown key 'model.audio_model.hidden_sise'"),
-                           ({"audio_model": {"num_hidden_layers": "two"}}, r"num_hidden_layers must be a number"),
-                           ({"vertex_count": 21}, r"model.vertex_count is 21 but the vocaset data has 20"),
-                           ({"num_ids": 1}, r"model.num_ids is 1 but the data has 2 training subjects"),
-                           ({"preset": "hdtf"}, r"conv alignment .* needs 25 fps")):
-        data = config_dict(data_root, tmp_path / "run")
-        data["model"] = {**data["model"], **model}
-        with pytest.raises(MimicError, match=message):
-            Trainer(parse_config(data), dataset, distributed_from_env(), torch.device("cpu"), None)
-    with pytest.raises(MimicError, match=r"output is required"):
-        parse_config({"data": {"kind": "vocaset", "root": "x"}})
-    assert main(["train"]) == 1
-    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 1
-
-
-def test_example_config_is_valid_and_documents_every_key():
-    path = REPO / "configs" / "train_vocaset.yaml"
-    config = load_config(path)
-    assert config.training.batch_size == 6 and config.training.lr == 1e-4 and config.training.window == 150
-    assert config.losses.objective().weights == OFFICIAL_WEIGHTS
-    assert config.losses.objective().inverse_decay == ((20, 0.1), (40, 0.5))
-    text = path.read_text()
-    defaults = TrainConfig(output="x", data=None)
-    for section in ("training", "losses"):
-        for key in vars(getattr(defaults, section)):
-            assert re.search(rf"^\s+{key}:", text, re.MULTILINE), f"{section}.{key} is not in {path.name}"
-    for key in ("output", "seed", "data", "kind", "root", "options", "num_workers", "model", "audio_pretrained",
-                "alpha", "decay", "margin", "enabled", "weight", "audio_model"):
-        assert re.search(rf"^\s*#?\s*{key}:", text, re.MULTILINE), key
-    for field in MimicConfig.__dataclass_fields__:
-        assert re.search(rf"^\s*#?\s*{field}:", text, re.MULTILINE) or field in ("vertex_count", "fps"), field

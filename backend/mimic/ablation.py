@@ -54,7 +54,8 @@ VARIANTS = (
     Variant("full", (), note="both reconstructions + all four constraints (the paper's model)"),
     Variant("reconstruction only", CONSTRAINTS, note="no constraint: the two reconstructions alone"),
     Variant("no style classifier", ("style_classifier",), note="one constraint removed"),
-    Variant("no inverse classifier", ("inverse_classifier",), note="one constraint removed (with its gradient reversal)"),
+    Variant("no inverse classifier", ("inverse_classifier",),
+            note="one constraint removed (with its gradient reversal)"),
     Variant("no content contrastive", ("content_clip",), note="one constraint removed"),
     Variant("no cycle losses", ("style_cycle", "content_cycle"), note="one constraint removed: the pair of latent "
                                                                        "cycle losses"),
@@ -176,7 +177,8 @@ def report(runs: dict, synth: dict, base: dict, steps: int, minutes: float, comm
         "| --- " * (len(COLUMNS) + 1) + "|",
     ]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(_fmt(_mean(runs, name, path), kind) for _, path, kind in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(_mean(runs, name, path), kind) for _, path, kind in COLUMNS)
+                     + " |")
     c, still = transfer["copy_own"], transfer["still"]
     lines += [
         f"| *reference: perfect motion in A's own style* | {_fmt(c['heldout'], 'mm2')} | {_fmt(c['seen'], 'mm2')} "
@@ -204,7 +206,8 @@ def report(runs: dict, synth: dict, base: dict, steps: int, minutes: float, comm
         lines += ["", "Per seed (style-transfer LVE, all B ≠ A, mm²):", "",
                   "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "| --- " * (len(seeds) + 1) + "|"]
         for name in names:
-            lines.append(f"| {name} | " + " | ".join(_fmt(_value(runs[s][name], TRANSFER), "mm2") for s in seeds) + " |")
+            lines.append(f"| {name} | " + " | ".join(_fmt(_value(runs[s][name], TRANSFER), "mm2") for s in seeds)
+                         + " |")
     lines += [
         "",
         "## Setup",
@@ -218,7 +221,8 @@ def report(runs: dict, synth: dict, base: dict, steps: int, minutes: float, comm
         f"- Evaluation: `mimic eval` on the test speakers; {transfer['entries']} transfer entries; the style reference "
         "is one other sentence of the style's speaker (its last 150 frames).",
         "",
-        "| variant | what | switched off | " + " | ".join(f"train s, seed {s} | eval s, seed {s}" for s in seeds) + " |",
+        "| variant | what | switched off | "
+        + " | ".join(f"train s, seed {s} | eval s, seed {s}" for s in seeds) + " |",
         "| --- | --- | --- " + "| --- | --- " * len(seeds) + "|",
     ]
     for v in VARIANTS:
@@ -256,7 +260,7 @@ def run(args, command: str) -> None:
     from .data import open_dataset
     from .evaluate import load_regions
     from .generate import pick_device
-    from .synth.dataset import SynthConfig, generate
+    from .synth.dataset import SynthConfig, write_dataset
 
     started = time.perf_counter()
     if args.steps < 1:
@@ -279,7 +283,7 @@ def run(args, command: str) -> None:
     data, out = Path(args.data), Path(args.out)
     if not (data / "synth.json").is_file():
         print(f"ablation: writing the benchmark to {data}", file=sys.stderr)
-        generate(data, SynthConfig(**SYNTH))
+        write_dataset(data, SynthConfig(**SYNTH))
     synth = json.loads((data / "synth.json").read_text())
     dataset = open_dataset("vocaset", data)
     regions = load_regions(data / "regions.json")

@@ -18,16 +18,16 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import HubertConfig
 
+from . import protocol as p
 from .errors import MimicError
-from .model import AUDIO_BACKBONES, Mimic, MimicConfig, wav2vec2_base_geometry
+from .model import AUDIO_BACKBONES, Mimic, MimicConfig, audio_backbone, wav2vec2_base_geometry
 
 FORMAT_NAME, FORMAT_VERSION = "mimic", 1
 
 BUILTIN_AUDIO_MODELS = {
     "facebook/wav2vec2-base-960h": wav2vec2_base_geometry,
-    "facebook/hubert-base-ls960": lambda: HubertConfig().to_dict(),
+    "facebook/hubert-base-ls960": lambda: audio_backbone("hubert")[0]().to_dict(),
 }
 
 # Official state-dict name -> ours; anchored patterns, first match wins.
@@ -48,11 +48,15 @@ OFFICIAL_RENAMES = [
     (r"^audio_encoder\.down_sample\.(weight|bias)$", r"audio_encoder.downsample.\1"),
     (r"^audio_encoder\.audio_feature_map\.(weight|bias)$", r"audio_encoder.out_proj.\1"),
     (r"^decoder\.transformer_decoder\.layers\.0\.self_attn\.in_proj_(weight|bias)$", r"decoder.self_attn.in_proj.\1"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.self_attn\.out_proj\.(weight|bias)$", r"decoder.self_attn.out_proj.\1"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.in_proj_(weight|bias)$", r"decoder.cross_attn.in_proj.\1"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.out_proj\.(weight|bias)$", r"decoder.cross_attn.out_proj.\1"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.self_attn\.out_proj\.(weight|bias)$",
+     r"decoder.self_attn.out_proj.\1"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.in_proj_(weight|bias)$",
+     r"decoder.cross_attn.in_proj.\1"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.multihead_attn\.out_proj\.(weight|bias)$",
+     r"decoder.cross_attn.out_proj.\1"),
     (r"^decoder\.transformer_decoder\.layers\.0\.linear([12])\.(weight|bias)$", r"decoder.ff\1.\2"),
-    (r"^decoder\.transformer_decoder\.layers\.0\.norm([123])\.style\.affine\.(weight|bias)$", r"decoder.norm\1.affine.\2"),
+    (r"^decoder\.transformer_decoder\.layers\.0\.norm([123])\.style\.affine\.(weight|bias)$",
+     r"decoder.norm\1.affine.\2"),
     (r"^decoder\.motion_map\.(weight|bias)$", r"decoder.motion_in.\1"),
     (r"^decoder\.motion_map_r\.(weight|bias)$", r"decoder.motion_out.\1"),
     (r"^style_class_head\.class_head\.(weight|bias)$", r"style_classifier.\1"),
@@ -77,7 +81,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mimic:
     elif path.is_file():
         model = model_from_official(read_official(path), path.parent)
     else:
-        raise MimicError(f"checkpoint not found: {path}", "bad_checkpoint")
+        raise MimicError(f"checkpoint not found: {path}", p.BAD_CHECKPOINT)
     return model.to(device).eval()
 
 
@@ -85,10 +89,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mimic:
 
 
 def read_official(path: Path) -> dict:
+    """The checkpoint dict. A zip archive (every torch.save since PyTorch 1.6) is memory-mapped:
+    its tensors are read from the file when first used, and the keys never loaded are never read."""
     try:
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
         # torch wraps every failure of its restricted unpickler in "Weights only load failed";
         # only a refused global/class/function means the file needs code (garbage gives e.g.
@@ -98,18 +106,18 @@ def read_official(path: Path) -> dict:
             raise MimicError(
                 f"{path} contains Python objects that need code to load; Mimic loads only plain tensors "
                 "(torch.load weights_only=True). Re-save it as a plain dict of tensors where you trust it.",
-                "bad_checkpoint") from None
-        raise MimicError(f"{path} is not a PyTorch checkpoint ({reason})", "bad_checkpoint") from None
+                p.BAD_CHECKPOINT) from None
+        raise MimicError(f"{path} is not a PyTorch checkpoint ({reason})", p.BAD_CHECKPOINT) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise MimicError(f"{path} is not a readable PyTorch checkpoint, or it is truncated ({_first_line(e)})",
-                         "bad_checkpoint") from None
+                         p.BAD_CHECKPOINT) from None
     except Exception as e:  # garbage read as a legacy checkpoint: KeyError, IndexError, UnicodeDecodeError, ...
         raise MimicError(f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})",
-                         "bad_checkpoint") from None
+                         p.BAD_CHECKPOINT) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(obj.get("params"), dict):
         found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
         raise MimicError(f"{path} is not a Mimic checkpoint: expected a dict with 'params' and 'model' (found {found})",
-                         "bad_checkpoint")
+                         p.BAD_CHECKPOINT)
     return obj
 
 
@@ -123,7 +131,7 @@ def model_from_official(checkpoint: dict, base_dir: Path, device: str = "cpu") -
 def official_to_ours(state: dict) -> dict:
     ours = {}
     for key, value in state.items():
-        if any(re.match(p, key) for p in OFFICIAL_IGNORED):
+        if any(re.match(pattern, key) for pattern in OFFICIAL_IGNORED):
             continue
         for pattern, replacement in OFFICIAL_RENAMES:
             if re.match(pattern, key):
@@ -146,9 +154,9 @@ def config_from_official(params: dict, base_dir: Path) -> MimicConfig:
         for key, value in expect.items():
             if flat.get(key, value) != value:
                 raise MimicError(f"checkpoint variant {key}={flat[key]!r} is not the published Mimic ({key}={value!r})",
-                                 "bad_checkpoint")
+                                 p.BAD_CHECKPOINT)
         if decoder.get("num_layers", 1) != 1:
-            raise MimicError(f"checkpoint has {decoder['num_layers']} decoder layers; Mimic has one", "bad_checkpoint")
+            raise MimicError(f"checkpoint has {decoder['num_layers']} decoder layers; Mimic has one", p.BAD_CHECKPOINT)
         dataset = flat["dataset"]
         if dataset == "BIWI":
             alignment = "pair"
@@ -159,15 +167,16 @@ def config_from_official(params: dict, base_dir: Path) -> MimicConfig:
         audio = resolve_audio_model(flat["wav2vec2model"], base_dir)
         if audio["hidden_size"] != flat.get("audio_hidden_size", audio["hidden_size"]):
             raise MimicError(f"audio model {flat['wav2vec2model']!r} is {audio['hidden_size']} wide but the checkpoint "
-                             f"expects {flat['audio_hidden_size']}", "bad_checkpoint")
-        return MimicConfig(
+                             f"expects {flat['audio_hidden_size']}", p.BAD_CHECKPOINT)
+        return _checked_config("the checkpoint", dict(
             vertex_count=flat["motion_dim"] // 3, fps=float(flat["video_fps"]), alignment=alignment,
             feature_dim=flat["feature_dim"], hidden_size=flat["hidden_size"], conv_layers=flat["num_conv_layers"],
             encoder_layers=flat["encoder_layers"], encoder_heads=flat["nhead_encoder"],
             encoder_ff=flat["dim_feedforward"], decoder_heads=decoder["nhead"], decoder_ff=decoder["dim_feedforward"],
-            num_ids=flat["train_ids"], window=flat.get("window", 150), audio_model=audio)
+            num_ids=flat["train_ids"], window=flat.get("window", 150), audio_model=audio))
     except KeyError as e:
-        raise MimicError(f"checkpoint config lacks {e.args[0]!r}; is this a Mimic checkpoint?", "bad_checkpoint") from None
+        raise MimicError(f"checkpoint config lacks {e.args[0]!r}; is this a Mimic checkpoint?",
+                         p.BAD_CHECKPOINT) from None
 
 
 def resolve_audio_model(name: str, base_dir: Path) -> dict:
@@ -183,11 +192,11 @@ def resolve_audio_model(name: str, base_dir: Path) -> dict:
             kind = geometry.get("model_type")
             if kind not in AUDIO_BACKBONES:
                 raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(AUDIO_BACKBONES)}",
-                                 "bad_checkpoint")
-            return AUDIO_BACKBONES[kind][0].from_pretrained(folder, local_files_only=True).to_dict()
+                                 p.BAD_CHECKPOINT)
+            return audio_backbone(kind)[0].from_pretrained(folder, local_files_only=True).to_dict()
     raise MimicError(
         f"audio model {name!r} is not built in ({', '.join(BUILTIN_AUDIO_MODELS)}) and no folder with its "
-        f"config.json was found (looked in {', '.join(str(c) for c in candidates)})", "bad_checkpoint")
+        f"config.json was found (looked in {', '.join(str(c) for c in candidates)})", p.BAD_CHECKPOINT)
 
 
 # ------------------------------------------------------------------------------ project format
@@ -207,25 +216,35 @@ def _load_project(folder: Path) -> Mimic:
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
     for f in (config_file, weights_file):
         if not f.is_file():
-            raise MimicError(f"{folder} is not a Mimic model folder: {f.name} is missing", "bad_checkpoint")
+            raise MimicError(f"{folder} is not a Mimic model folder: {f.name} is missing", p.BAD_CHECKPOINT)
     try:
         meta = json.loads(config_file.read_text())
         if meta.get("format") != FORMAT_NAME:
-            raise MimicError(f"{config_file} is not a Mimic config (format {meta.get('format')!r})", "bad_checkpoint")
+            raise MimicError(f"{config_file} is not a Mimic config (format {meta.get('format')!r})", p.BAD_CHECKPOINT)
         if meta.get("version", 0) > FORMAT_VERSION:
             raise MimicError(f"{config_file} is format version {meta['version']}; this Mimic reads up to "
-                             f"{FORMAT_VERSION}: update Mimic", "bad_checkpoint")
-        config = MimicConfig(**meta["config"])
-    except (json.JSONDecodeError, TypeError, KeyError, AssertionError) as e:
-        raise MimicError(f"{config_file} is not a valid Mimic config ({_first_line(e)})", "bad_checkpoint") from None
+                             f"{FORMAT_VERSION}: update Mimic", p.BAD_CHECKPOINT)
+        values = meta["config"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError) as e:
+        raise MimicError(f"{config_file} is not a valid Mimic config ({_first_line(e)})", p.BAD_CHECKPOINT) from None
+    config = _checked_config(str(config_file), values)
     try:
         state = load_file(weights_file)
     except (SafetensorError, OSError) as e:
-        raise MimicError(f"{weights_file} is not a readable safetensors file ({_first_line(e)})", "bad_checkpoint") from None
+        raise MimicError(f"{weights_file} is not a readable safetensors file ({_first_line(e)})",
+                         p.BAD_CHECKPOINT) from None
     return _assemble(config, state, str(weights_file), "cpu")
 
 
 # ------------------------------------------------------------------------------------ shared
+
+
+def _checked_config(source: str, values: dict) -> MimicConfig:
+    """MimicConfig(**values); values it refuses make a bad checkpoint."""
+    try:
+        return MimicConfig(**values)
+    except (TypeError, MimicError) as e:
+        raise MimicError(f"{source} holds no valid Mimic config ({_first_line(e)})", p.BAD_CHECKPOINT) from None
 
 
 def _assemble(config: MimicConfig, state: dict, source: str, device: str) -> Mimic:
@@ -248,7 +267,7 @@ def check_state_dict(expected: dict, given: dict, source: str) -> None:
         if items:
             problems.append(f"{len(items)} {what}: {'; '.join(items[:3])}{' ...' if len(items) > 3 else ''}")
     if problems:
-        raise MimicError(f"{source} does not fit the Mimic network ({' | '.join(problems)})", "bad_checkpoint")
+        raise MimicError(f"{source} does not fit the Mimic network ({' | '.join(problems)})", p.BAD_CHECKPOINT)
 
 
 def _unpickler_reason(error: Exception) -> str:

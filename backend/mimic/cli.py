@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MimicError
+from .protocol import FP32, PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--fps", type=float, help="resample the output to this frame rate (default: the model's)")
     g.add_argument("--offsets", action="store_true", help="write motion (vertices minus template) instead")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument("--precision", default=FP32, choices=PRECISIONS,
+                   help="arithmetic of the audio encoder: fp32 (default, the official network's), bf16 (CPUs with "
+                        "bf16 instructions, GPUs), fp16 (CUDA), fast (the fastest the device supports)")
     g.set_defaults(run=run_generate)
 
     c = commands.add_parser("convert", help="official .pth -> model folder (config.json + model.safetensors)")
@@ -86,11 +90,14 @@ def run_generate(args) -> None:
     from .files import atomic_npy, load_audio, load_vertices
     from .frames import resample, resample_count
     from .generate import Generator, pick_device
+    from .precision import pick_precision
 
     started = time.perf_counter()
     if args.fps is not None and not 0 < args.fps < float("inf"):
         raise MimicError("--fps must be a positive number")
-    generator = Generator(load_model(args.checkpoint), pick_device(args.device))
+    device = pick_device(args.device)
+    pick_precision(args.precision, device)  # an unsupported choice fails before the slow load
+    generator = Generator(load_model(args.checkpoint), device, precision=args.precision)
     config = generator.config
     template = load_vertices(args.template, "template", config.vertex_count, frames=False)
     style = load_vertices(args.style, "style", config.vertex_count, frames=True)
@@ -108,16 +115,21 @@ def run_generate(args) -> None:
             tempfile.TemporaryDirectory(dir=Path(args.out).parent) as scratch:
         native = out if fps == config.fps else \
             np.lib.format.open_memmap(Path(scratch) / "native.npy", "w+", np.float32, (frames,) + out.shape[1:])
-        with tqdm(total=frames, unit="frame", desc="generate", disable=frames <= config.window, file=sys.stderr) as bar:
+        with tqdm(total=frames, unit="frame", disable=frames <= config.window, file=sys.stderr) as bar:
+            def progress(stage: str, done: int, total: int) -> None:
+                if getattr(bar, "desc", None) != stage:  # a disabled bar (a short clip) has no desc
+                    bar.set_description_str(stage, refresh=False)
+                    bar.reset(total)
+                bar.update(done - bar.n)
+
             done = 0
-            for chunk in generator.stream(audio, code):
+            for chunk in generator.stream(audio, code, progress):
                 native[done:done + len(chunk)] = chunk + base
                 done += len(chunk)
-                bar.update(len(chunk))
         if native is not out:
             resample(native, config.fps, fps, out)
     print(f"wrote {args.out}: {len(out)} frames at {fps:g} fps, {config.vertex_count} vertices "
-          f"({time.perf_counter() - started:.1f} s on {generator.device})", file=sys.stderr)
+          f"({time.perf_counter() - started:.1f} s on {generator.device}, {generator.precision})", file=sys.stderr)
 
 
 def run_convert(args) -> None:
@@ -164,12 +176,12 @@ def run_train(args) -> int | None:
 
 
 def run_synth(args) -> None:
-    from .synth.dataset import SynthConfig, generate
+    from .synth.dataset import SynthConfig, write_dataset
 
     started = time.perf_counter()
     config = SynthConfig(speakers=args.speakers, sentences_per_speaker=args.sentences_per_speaker,
                          vertices=args.vertices, seed=args.seed, voices=args.voices)
-    summary = generate(args.out, config)
+    summary = write_dataset(args.out, config)
     print(f"wrote {args.out}: {summary['files']} sequences of {config.speakers} subjects, {summary['transfer']} "
           f"style-transfer ground truths, {summary['vertex_count']} vertices at {summary['fps']:g} fps "
           f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)

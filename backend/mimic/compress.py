@@ -9,6 +9,7 @@ there, and errors are measured per vertex in 3-D after mapping back through Q.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,10 @@ class Subspace:
     def coordinates(self, motion: np.ndarray) -> np.ndarray:  # (T, V, 3) -> (T, C)
         return (motion.reshape(len(motion), -1) - self.bias) @ self.q
 
-    def compress(self, coords: np.ndarray, bound: float, chunk: int = 256) -> Compressed:
-        """coords (T, C) -> the smallest K with max per-vertex error <= bound."""
+    def compress(self, coords: np.ndarray, bound: float, chunk: int = 256,
+                 check: Callable[[], None] | None = None) -> Compressed:
+        """coords (T, C) -> the smallest K with max per-vertex error <= bound. check() is called
+        between chunks of frames (a cancel raises there)."""
         if not bound > 0:
             raise ValueError(f"the error bound must be positive; got {bound}")
         z = coords.astype(np.float64)
@@ -51,6 +54,8 @@ class Subspace:
             order = np.argsort(-np.linalg.norm(r, axis=1))  # worst frames first: fail fast
             worst = 0.0
             for i in range(0, len(order), chunk):
+                if check is not None:
+                    check()
                 rows = (r[order[i:i + chunk]] @ self.q.T).reshape(-1, 3)  # (chunk * V, 3)
                 worst = max(worst, float(np.sqrt((rows ** 2).sum(axis=1).max())))
                 if worst > stop_above:

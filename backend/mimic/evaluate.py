@@ -127,7 +127,8 @@ def _indices(values, what: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------- predicting
 
 
-def predict_motion(generator: Generator, audio: np.ndarray, style: torch.Tensor, fps: float | None = None) -> np.ndarray:
+def predict_motion(generator: Generator, audio: np.ndarray, style: torch.Tensor,
+                   fps: float | None = None) -> np.ndarray:
     """Motion (T, V, 3) for 16 kHz audio and a style code by the demo loop, at `fps` (default: the model's)."""
     motion = np.concatenate(list(generator.stream(audio, style)), axis=0)
     model_fps = generator.config.fps
@@ -422,7 +423,8 @@ def format_table(result: dict) -> str:
         (f"| style ID accuracy | {num(st['id_accuracy'], '{:.3f}')} | nearest subject mean style code (cosine), "
          f"leave one out, {st['id_scored']} sequences, {st['subjects']} subjects; chance {st['id_chance']:.3f} |"),
         (f"| content identity probe | {num(cp['accuracy'], '{:.3f}')} | logistic regression on mean content codes, "
-         f"{cp['train']} train / {cp['test']} test sequences; chance {num(cp['chance'], '{:.3f}')} (lower is better) |"),
+         f"{cp['train']} train / {cp['test']} test sequences; "
+         f"chance {num(cp['chance'], '{:.3f}')} (lower is better) |"),
         f"| style identity probe | {num(sp['accuracy'], '{:.3f}')} | the same probe on style codes |",
     ]
     if result["self_referenced"]:
@@ -430,8 +432,10 @@ def format_table(result: dict) -> str:
                      "their own style reference.")
     if "transfer" in result:
         tr = result["transfer"]
-        lines += ["", f"### Style transfer against the rig's ground truth ({tr['entries']} held-out texts x styles)", "",
-                  "| style of | LVE | a perfect model that keeps the audio speaker's own style | the head standing still |",
+        lines += ["",
+                  f"### Style transfer against the rig's ground truth ({tr['entries']} held-out texts x styles)", "",
+                  "| style of | LVE | a perfect model that keeps the audio speaker's own style "
+                  "| the head standing still |",
                   "| --- | --- | --- | --- |"]
         for group, what in (("own", "the audio's own speaker"), ("seen", "another training speaker"),
                             ("heldout", "a held-out speaker"), ("other", "another speaker (seen + held-out)")):

@@ -29,8 +29,13 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     mono = data.mean(axis=1)
     if not np.isfinite(mono).all():
         raise MimicError(f"audio file {path} contains NaN or infinite samples")
+    return resample(mono, rate, sample_rate)
+
+
+def resample(mono: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """Mono samples at `rate` -> float32 at `sample_rate` (soxr HQ, as the official demo's librosa)."""
     if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

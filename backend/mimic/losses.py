@@ -5,7 +5,8 @@ Shapes: B batch, T frames, M = 3V motion dim, C feature dim, K audio features pe
     audio_reconstruction    MSE(D(a, s), M)                                             1
     content_reconstruction  MSE(D(c, s), M)                                             1
     style_classifier        CE(style_classifier(s), id)                                 2.5e-7
-    inverse_classifier      CE(inverse_classifier(GRL_alpha(mean_t c)), id)             5e-7, x0.1 from epoch 20, x0.5 more from 40
+    inverse_classifier      CE(inverse_classifier(GRL_alpha(mean_t c)), id)             5e-7, x0.1 from epoch 20,
+                                                                                        x0.5 more from 40
     content_clip            symmetric InfoNCE between the B*T frames of c and of a       5e-7
     style_cycle             1 - cos(s_shuffled.detach(), s')                             2e-5
     content_cycle           margin contrastive loss between c' and c.detach()            5e-6

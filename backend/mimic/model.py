@@ -12,29 +12,43 @@ H heads, D head dim, K audio features per motion frame (1, or 2 for BIWI).
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 
-AUDIO_BACKBONES = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel)}
+from .errors import MimicError
+
+# model_type -> (transformers module, class prefix) of the supported audio backbones
+AUDIO_BACKBONES = {"wav2vec2": ("wav2vec2", "Wav2Vec2"), "hubert": ("hubert", "Hubert")}
 ALIGNMENTS = ("conv", "interpolate", "pair")
+
+
+def audio_backbone(kind: str) -> tuple[type, type]:
+    """(config class, model class) of an audio backbone. Imported when first needed, from the
+    concrete transformers modules: the package's lazy namespace costs a second more to import."""
+    module, prefix = AUDIO_BACKBONES[kind]
+    configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
+    modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+    return getattr(configuration, f"{prefix}Config"), getattr(modeling, f"{prefix}Model")
 
 
 def wav2vec2_base_geometry() -> dict:
     """Geometry of facebook/wav2vec2-base-960h (the released Mimic's audio encoder)."""
-    return Wav2Vec2Config(vocab_size=32, feat_proj_dropout=0.1).to_dict()
+    return audio_backbone("wav2vec2")[0](vocab_size=32, feat_proj_dropout=0.1).to_dict()
 
 
 @dataclass
 class MimicConfig:
     vertex_count: int = 5023  # FLAME head
     fps: float = 25.0  # motion frames per second
-    alignment: str = "conv"  # audio 50 Hz -> frames: "conv" stride-2 conv (25 fps), "interpolate" linear (any fps), "pair" 2 features per frame
+    alignment: str = "conv"  # audio 50 Hz -> frames: "conv" stride-2 conv (25 fps), "interpolate" linear (any fps),
+                             # "pair" 2 features per frame
     feature_dim: int = 128  # width of style, content and audio codes and of the decoder
     hidden_size: int = 128  # width of the encoders' transformers
     conv_layers: int = 5  # conv blocks at the start of each motion encoder
@@ -52,11 +66,19 @@ class MimicConfig:
     style_input: bool = True  # False: the no-style baseline of the ablation; the decoder always sees a zero style code
 
     def __post_init__(self):
-        assert self.alignment in ALIGNMENTS, f"alignment must be one of {ALIGNMENTS}, not {self.alignment!r}"
-        assert self.audio_model.get("model_type") in AUDIO_BACKBONES, (
-            f"audio model type must be one of {sorted(AUDIO_BACKBONES)}, not {self.audio_model.get('model_type')!r}")
-        assert self.alignment != "conv" or self.fps == 25, "conv alignment halves 50 Hz audio features: it needs 25 fps"
-        assert 0 < self.overlap < self.window, "overlap must be at least one frame and shorter than the window"
+        if self.alignment not in ALIGNMENTS:
+            raise MimicError(f"alignment must be one of {', '.join(ALIGNMENTS)}, not {self.alignment!r}")
+        if self.audio_model.get("model_type") not in AUDIO_BACKBONES:
+            raise MimicError(f"audio_model.model_type must be one of {', '.join(AUDIO_BACKBONES)}, "
+                             f"not {self.audio_model.get('model_type')!r}")
+        if self.alignment == "conv" and self.fps != 25:
+            raise MimicError(f"conv alignment halves 50 Hz audio features: it needs 25 fps, not {self.fps:g}")
+        if not 0 < self.overlap < self.window:
+            raise MimicError(f"overlap must be at least one frame and shorter than the window "
+                             f"({self.window} frames), not {self.overlap}")
+        for width, heads in (("feature_dim", "decoder_heads"), ("hidden_size", "encoder_heads")):
+            if getattr(self, heads) < 1 or getattr(self, width) % getattr(self, heads):
+                raise MimicError(f"{width} {getattr(self, width)} is not divisible by {heads} {getattr(self, heads)}")
 
     @property
     def motion_dim(self) -> int:
@@ -75,7 +97,7 @@ class MimicConfig:
         return asdict(self)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "MimicConfig":
+    def preset(cls, name: str, **overrides) -> MimicConfig:
         """`hdtf` (the released model), `vocaset` (30 fps), `biwi` (25 fps, 23,370 vertices)."""
         presets = {
             "hdtf": dict(),
@@ -83,7 +105,7 @@ class MimicConfig:
             "biwi": dict(vertex_count=23370, alignment="pair"),
         }
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+            raise MimicError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
         return cls(**{**presets[name], **overrides})
 
 
@@ -128,12 +150,16 @@ class MotionEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames."""
+    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames.
+
+    It runs the backbone in parts, to align between them, so it uses transformers internals (the
+    sub-modules, `_mask_hidden_states`, `_freeze_parameters`): backend/pyproject.toml pins the
+    range that has them, tests/test_transformers_api.py checks them."""
 
     def __init__(self, config: MimicConfig):
         super().__init__()
         self.alignment = config.alignment
-        config_class, model_class = AUDIO_BACKBONES[config.audio_model["model_type"]]
+        config_class, model_class = audio_backbone(config.audio_model["model_type"])
         self.backbone = model_class(config_class.from_dict(config.audio_model))
         width = self.backbone.config.hidden_size
         self.downsample = nn.Conv1d(width, width, 15, stride=2, padding=7) if config.alignment == "conv" else None
@@ -213,7 +239,6 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
         self.heads = heads
         self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -349,9 +374,11 @@ class Decoder(nn.Module):
         return self.motion_out.weight.T @ self.motion_in.weight.T, self.motion_in(self.motion_out.bias)
 
     def forward(self, features: torch.Tensor, style: torch.Tensor, init_state: torch.Tensor,
-                feedback: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                feedback: tuple[torch.Tensor, torch.Tensor] | None = None,
+                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
         """features (B, T*K, C), style (B, C), init_state (B, M) -> motion (B, T, M). feedback:
-        `self.feedback()`, computed once by a caller that decodes many windows with the same weights."""
+        `self.feedback()`, computed once by a caller that decodes many windows with the same weights.
+        on_frame(n) is called after each frame with the number of frames done (progress, cancel)."""
         context = self.prepare(features, style)
         weight, bias = self.feedback() if feedback is None else feedback
         inputs = bias + context.positions  # (T, C): frame i's input less the fed-back output of frame i - 1
@@ -359,6 +386,8 @@ class Decoder(nn.Module):
         for i in range(len(inputs)):
             h, past = self.step(self.drop(x), i, past, context)  # (B, C)
             outputs.append(h)
+            if on_frame is not None:
+                on_frame(i + 1)
             if i + 1 < len(inputs):
                 x = torch.addmm(inputs[i + 1], h, weight)  # (B, C): frame i + 1's input
         return self.motion_out(torch.stack(outputs, dim=1))  # (B, T, M)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 
-VERSION = 3  # 2: read_audio; 3: fit_character, transfer, solve_shape_keys
+VERSION = 4  # 2: read_audio; 3: generate sample_rate, fit_character, transfer, solve_shape_keys;
+# 4: load precision (hello precisions), generate progress in stages and within windows
 
 # Requests (client -> backend); every request carries a client-chosen integer "id".
-HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, model}
-LOAD = "load"  # {checkpoint, device} -> model facts (see model_facts)
+HELLO = "hello"  # {protocol, workdir} -> {protocol, backend, torch, device, devices, precisions, model}
+LOAD = "load"  # {checkpoint, device, precision} -> model facts: {checkpoint, device, precision, vertex_count, ...}
 ENCODE_STYLE = "encode_style"  # {vertices: npy (F,V,3), neutral: npy (V,3)} -> {style: [C floats], frames}
-READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate} -> {audio: npy, samples}
-GENERATE = "generate"  # {audio: npy 16 kHz mono float32, style: [C floats], error_bound} -> compact result
+READ_AUDIO = "read_audio"  # {path, start, stop: samples at the model's rate (stop null: to the end)}
+                           # -> {audio: npy, samples}
+GENERATE = "generate"  # {audio: npy mono, sample_rate, style: [C floats], error_bound} -> compact result
 CANCEL = "cancel"  # {target: id of the running generate} -> {cancelled}; the target ends with error "cancelled"
 SHUTDOWN = "shutdown"  # {} -> {} and the backend exits
 # Characters (geometry only: no model needs to be loaded)
@@ -33,8 +35,21 @@ SPACES = ("local", "world")  # transfer: the character object's own space (its s
 
 # Replies (backend -> client), each with the "id" of its request.
 RESULT = "result"
-PROGRESS = "progress"  # {done, total, stage}; zero or more before a result
+PROGRESS = "progress"  # {done, total, stage}: frames of `stage` done; zero or more before a result
 ERROR = "error"  # {code, message}: the request failed; the backend stays up
+
+# Stages of a generate, in this order, each counting done = 0..total frames; their text is shown to users.
+ENCODING = "Encoding the audio"  # wav2vec 2.0 / HuBERT on every window (most of the time)
+GENERATING = "Generating"  # the autoregressive decoder, reported every few frames
+COMPRESSING = "Compressing"  # the compact result (done = total)
+STAGES = (ENCODING, GENERATING, COMPRESSING)
+
+# Numeric precision of the audio encoder (`load`'s "precision"); the decoder always runs in float32.
+FP32 = "fp32"  # the default: equal to the official network
+BF16 = "bf16"  # CPUs with bf16 instructions (AVX512-BF16, AMX, ARM BF16) and GPUs that have it
+FP16 = "fp16"  # CUDA GPUs only
+FAST = "fast"  # the fastest of these that the device supports
+PRECISIONS = (FP32, BF16, FP16, FAST)
 
 # Error codes
 BAD_REQUEST = "bad_request"  # malformed message, unknown type, missing field

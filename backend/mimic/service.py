@@ -1,8 +1,9 @@
 """`mimic serve`: the backend process the Blender add-on keeps warm.
 
 One reader thread takes request lines from stdin; `cancel` is acted on at once (it sets the
-running job's flag, checked between windows), every other request waits its turn on the main
-thread, which runs one job at a time. Replies go to stdout, one JSON line each, under a lock;
+running job's flag, checked wherever a generate reports progress: after each step of the audio
+encoder, every few decoded frames, while compressing), every other request waits its turn on the
+main thread, which runs one job at a time. Replies go to stdout, one JSON line each, under a lock;
 logs go to stderr. End of stdin (Blender quit or was killed) ends the process.
 """
 
@@ -25,10 +26,12 @@ from . import protocol as p
 from .checkpoint import load_model
 from .compress import Subspace
 from .errors import MimicError
-from .files import atomic_npy, check_vertices, load_audio
+from .files import atomic_npy, check_vertices, load_audio, resample
 from .generate import Generator, pick_device
+from .precision import pick_precision, supported_precisions
 
 log = logging.getLogger("mimic.serve")
+MIN_RATE, MAX_RATE = 1000, 768_000  # samples a second that `generate` takes (resampled to the model's)
 
 
 class Cancelled(Exception):
@@ -131,19 +134,25 @@ class Service:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
             (["mps"] if torch.backends.mps.is_available() else [])
         return {"protocol": p.VERSION, "backend": __version__, "torch": torch.__version__,
-                "device": str(pick_device("auto")), "devices": devices, "model": self.facts}
+                "device": str(pick_device("auto")), "devices": devices,
+                "precisions": {d: supported_precisions(torch.device(d)) for d in devices}, "model": self.facts}
 
     def load(self, m: dict) -> dict:
         checkpoint = p.field(m, "checkpoint", str)
         device = pick_device(m.get("device", "auto"))
+        precision = m.get("precision", p.FP32)
+        if not isinstance(precision, str):
+            raise p.ProtocolError(p.BAD_REQUEST, f"load: field 'precision' must be one of {', '.join(p.PRECISIONS)}")
+        pick_precision(precision, device)  # an unsupported choice fails before the slow load
         model = load_model(checkpoint, device)
-        self.generator = Generator(model, device)
+        self.generator = Generator(model, device, precision=precision)
         out = model.decoder.motion_out
         self.subspace = Subspace(out.weight.detach().cpu().numpy(), out.bias.detach().cpu().numpy())
         c = model.config
-        self.facts = {"checkpoint": checkpoint, "device": str(device), "vertex_count": c.vertex_count, "fps": c.fps,
-                      "sample_rate": c.sample_rate, "style_dim": c.feature_dim, "window": c.window}
-        log.info("loaded %s on %s", checkpoint, device)
+        self.facts = {"checkpoint": checkpoint, "device": str(device), "precision": self.generator.precision,
+                      "vertex_count": c.vertex_count, "fps": c.fps, "sample_rate": c.sample_rate,
+                      "style_dim": c.feature_dim, "window": c.window}
+        log.info("loaded %s on %s (%s)", checkpoint, device, self.generator.precision)
         return self.facts
 
     def _model(self) -> Generator:
@@ -171,8 +180,9 @@ class Service:
         cannot decode audio itself."""
         rate = self._model().config.sample_rate
         path = p.field(m, "path", str)
-        start, stop = p.field(m, "start", int), p.field(m, "stop", int)
-        if not 0 <= start < stop:
+        start = p.field(m, "start", int)
+        stop = None if m.get("stop") is None else p.field(m, "stop", int)  # None: to the end
+        if start < 0 or stop is not None and stop <= start:
             raise p.ProtocolError(p.BAD_REQUEST, f"read_audio: need 0 <= start < stop; got {start}, {stop}")
         samples = load_audio(path, rate)[start:stop]
         if samples.size == 0:
@@ -202,30 +212,39 @@ class Service:
         bound = float(bound)
         if not bound > 0:
             raise MimicError("error_bound must be positive")
+        rate = m.get("sample_rate", generator.config.sample_rate)
+        if not isinstance(rate, int) or isinstance(rate, bool):
+            raise p.ProtocolError(p.BAD_REQUEST, f"generate: field 'sample_rate' must be an integer; got {rate!r}")
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise MimicError(f"sample_rate {rate} is not an audio rate: send the samples' own rate, "
+                             f"{MIN_RATE} to {MAX_RATE} samples a second")
         audio = self._array(m, "audio")
         if not isinstance(audio, np.ndarray) or not np.issubdtype(audio.dtype, np.number) or np.iscomplexobj(audio):
-            raise MimicError("the audio must be a .npy array of real samples (16 kHz mono)")
+            raise MimicError("the audio must be a .npy array of real samples (mono, at sample_rate)")
         audio = audio.astype(np.float32).reshape(-1)
         if not np.isfinite(audio).all():
             raise MimicError("the audio contains NaN or infinite samples")
+        audio = resample(audio, rate, generator.config.sample_rate)
         total = generator.frame_count(len(audio))
         if total == 0:
             raise MimicError(f"the audio is shorter than one frame ({1000 / generator.config.fps:.0f} ms)")
-        coords, done = [], 0
-        self.send(p.progress(id_, 0, total, "generate"))
-        for chunk in generator.stream(audio, torch.tensor(style, dtype=torch.float32)):
+
+        def check() -> None:
             if id_ in self.cancelled:
                 raise Cancelled()
-            coords.append(self.subspace.coordinates(chunk))
-            done += len(chunk)
-            self.send(p.progress(id_, done, total, "generate"))
-        self.send(p.progress(id_, done, total, "compress"))
-        compact = self.subspace.compress(np.concatenate(coords), bound)
-        if id_ in self.cancelled:
-            raise Cancelled()
+
+        def report(stage: str, done: int, total: int) -> None:
+            check()
+            self.send(p.progress(id_, done, total, stage))
+
+        coords = [self.subspace.coordinates(chunk)
+                  for chunk in generator.stream(audio, torch.tensor(style, dtype=torch.float32), report)]
+        report(p.COMPRESSING, total, total)
+        compact = self.subspace.compress(np.concatenate(coords), bound, check=check)
+        check()
         for name, file in files.items():
             np.save(file, getattr(compact, name))
-        return {**files, "frames": done, "fps": generator.config.fps, "k": len(compact.basis),
+        return {**files, "frames": total, "fps": generator.config.fps, "k": len(compact.basis),
                 "max_error": compact.max_error, "error_bound": bound}
 
 

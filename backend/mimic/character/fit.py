@@ -144,8 +144,8 @@ def fit_character(model_vertices, model_faces, character_vertices, character_fac
     rigid_error = float(np.sqrt(((aligned - target) ** 2).sum(1).mean()))
     if rigid_error > MISFIT * spread:
         raise MimicError(f"the landmarks do not fit the model's face (RMS error {rigid_error:.4g}, "
-                         f"{100 * rigid_error / spread:.0f}% of their spread): check that each sits where its "
-                         "name says")
+                         f"{100 * rigid_error / spread:.0f}% of their spread): "
+                         "check that each sits where its name says")
     scale = float(np.cbrt(np.linalg.det(similarity[:3, :3])))
 
     facing = _facing(character, points)

@@ -186,7 +186,10 @@ def bump_fields(head: H.Head, count: int, seed: int) -> list[np.ndarray]:
 SPEECH = "SIL M AA P AH B IY M OW W AH S IY SIL B AE M UW P IH F AO M SIL"
 
 
-def speech_tracks(fps: float, seconds_per_phone: float = 0.12, style: Style = Style(brow=0.8, blink_rate=20.0),
+SPEECH_STYLE = Style(brow=0.8, blink_rate=20.0)
+
+
+def speech_tracks(fps: float, seconds_per_phone: float = 0.12, style: Style = SPEECH_STYLE,
                   repeat: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Rig activations at `fps` for a phone string with many p/b/m, and (F,) True where the lips
     are shut by a bilabial (the rig's closure at its plateau)."""

@@ -247,7 +247,7 @@ def blink_seed(config: SynthConfig, style_speaker: str, text_id: str) -> int:
     return stable_seed(config.seed, style_speaker, text_id)
 
 
-def generate(out: str | Path, config: SynthConfig, progress: bool = True) -> dict:
+def write_dataset(out: str | Path, config: SynthConfig, progress: bool = True) -> dict:
     """Write the dataset to `out` (new, or an empty folder), all or nothing. Returns synth.json's content."""
     from tqdm import tqdm
 

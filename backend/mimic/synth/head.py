@@ -220,10 +220,10 @@ def _surface(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     dz = (0.009 * bump(lat, lon, 0.0, 0.0, 0.16, 0.055)                # nose bridge
           + 0.016 * bump(lat, lon, -0.19, 0.0, 0.12, 0.07)              # nose
           + 0.011 * bump(lat, lon, -0.29, 0.0, 0.065, 0.14)             # nose tip and wings
-          + 0.006 * both(lambda l: bump(lat, l, BROW_LAT, 0.33, 0.07, 0.28))   # brow ridges
-          - 0.012 * both(lambda l: bump(lat, l, EYE_LAT, EYE_LON, 0.10, 0.16))  # eye sockets
-          + 0.010 * both(lambda l: bump(lat, l, EYE_LAT, EYE_LON, 0.06, 0.10))  # eyeballs
-          + 0.004 * both(lambda l: bump(lat, l, -0.30, 0.62, 0.2, 0.25))        # cheeks
+          + 0.006 * both(lambda lo: bump(lat, lo, BROW_LAT, 0.33, 0.07, 0.28))   # brow ridges
+          - 0.012 * both(lambda lo: bump(lat, lo, EYE_LAT, EYE_LON, 0.10, 0.16))  # eye sockets
+          + 0.010 * both(lambda lo: bump(lat, lo, EYE_LAT, EYE_LON, 0.06, 0.10))  # eyeballs
+          + 0.004 * both(lambda lo: bump(lat, lo, -0.30, 0.62, 0.2, 0.25))        # cheeks
           + 0.007 * bump(lat, lon, LIP_LAT + 0.05, 0.0, 0.05, 0.30, 4)         # upper lip
           + 0.006 * bump(lat, lon, LIP_LAT - 0.055, 0.0, 0.05, 0.26, 4)        # lower lip
           - 0.003 * bump(lat, lon, LIP_LAT - 0.16, 0.0, 0.05, 0.3)             # below the lower lip

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-NAMES = ["Bob", "Paul", "Mary", "Emma", "Peter", "Ruby", "Owen", "Lucy", "Mabel", "Hugo", "Molly", "Tom", "Sue", "Bill", "Rosa", "Pam", "Luke", "Nina"]
+NAMES = ["Bob", "Paul", "Mary", "Emma", "Peter", "Ruby", "Owen", "Lucy", "Mabel", "Hugo", "Molly", "Tom", "Sue",
+         "Bill", "Rosa", "Pam", "Luke", "Nina"]
 RELATIONS = ["mother", "brother", "father", "neighbor", "uncle", "teacher", "cousin", "boss"]
 VERBS = [("move", "moved"), ("bring", "brought"), ("paint", "painted"), ("keep", "kept"), ("push", "pushed"),
          ("pull", "pulled"), ("wash", "washed"), ("open", "opened"), ("fix", "fixed"), ("buy", "bought"),
          ("borrow", "borrowed"), ("carry", "carried"), ("choose", "chose"), ("lose", "lost"), ("find", "found"),
          ("fold", "folded"), ("weigh", "weighed"), ("show", "showed"), ("hide", "hid"), ("sweep", "swept")]
-ADJECTIVES = ["blue", "big", "cheap", "deep", "smooth", "purple", "brown", "green", "warm", "soft", "old", "small", "heavy", "empty", "bright", "yellow", "broken", "shiny", "tiny", "wooden"]
+ADJECTIVES = ["blue", "big", "cheap", "deep", "smooth", "purple", "brown", "green", "warm", "soft", "old", "small",
+              "heavy", "empty", "bright", "yellow", "broken", "shiny", "tiny", "wooden"]
 NOUNS = [("boat", "boats"), ("box", "boxes"), ("map", "maps"), ("book", "books"), ("lamp", "lamps"),
          ("spoon", "spoons"), ("broom", "brooms"), ("pumpkin", "pumpkins"), ("blanket", "blankets"),
          ("shoe", "shoes"), ("bottle", "bottles"), ("paper", "papers"), ("window", "windows"),

@@ -1,4 +1,4 @@
-"""Benchmark of the character path: `python -m mimic.character.bench` (make bench-character).
+"""Benchmark of the character path: `python -m benchmarks.character` (make bench-character).
 
 1. Dense transfer onto a remeshed head of another identity: the model's rig motion (jaw, lips,
    p/b/m closures, rounding, brows, blinks) carried through an automatic fit, against the rig's
@@ -19,24 +19,27 @@ import os
 import time
 
 import numpy as np
-import torch
 import trimesh
 from scipy import sparse
 from scipy.optimize import lsq_linear
 from scipy.spatial import cKDTree
 
-from ..bench import Clock, met
-from ..synth import head as H
-from ..synth.rig import Rig, identity_template
-from . import synthetic as S
-from .arkit import ARKIT_NAMES
-from .fit import NRICP_STEPS, fit_character
-from .landmarks import synth_anchors
-from .solve import SMOOTHNESS, key_matrix, solve_shape_keys
-from .transfer import transfer
+from mimic.character import synthetic as S
+from mimic.character.fit import NRICP_STEPS, fit_character
+from mimic.character.landmarks import synth_anchors
+from mimic.character.solve import SMOOTHNESS, key_matrix, solve_shape_keys
+from mimic.character.transfer import transfer
+from mimic.synth import head as H
+from mimic.synth.rig import Rig, identity_template
+from mimic_blender.core.arkit import ARKIT_NAMES
 
-CPU = torch.device("cpu")
+from .clock import Clock
+
 IDENTITY = 7          # the character's speaker (the model is the base head)
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def character(size: int, levels: int, seed: int = 1) -> tuple[H.Head, S.Character]:
@@ -70,7 +73,7 @@ def bench_dense(models: dict[str, int]) -> None:
     print(f"{'model':28} {'fit s':>6} {'lip error':>10} {'of RMS':>7} {'gap at closure':>15} {'mean':>6} "
           f"{'landmark':>9} {'surface':>8}")
     for name, size in models.items():
-        with Clock(CPU) as clock:
+        with Clock() as clock:
             f = fit(size, target)
         got = transfer(f, Rig(H.build_head(size)).deform(act))
         error = np.sqrt(((got[:, lips] - truth[:, lips]) ** 2).sum(-1).mean())
@@ -87,10 +90,10 @@ def bench_fit(models: dict[str, int]) -> None:
     print(f"character: {len(target.vertices)} vertices, {len(target.faces)} triangles")
     for name, size in models.items():
         model = H.build_head(size)
-        with Clock(CPU) as ours:
+        with Clock() as ours:
             f = fit(size, target)
         moved = trimesh.Trimesh(model.vertices * f.scale @ f.rotation.T + f.translation, model.faces, process=False)
-        with Clock(CPU) as whole:
+        with Clock() as whole:
             trimesh.registration.nricp_amberg(moved, trimesh.Trimesh(target.vertices, target.faces, process=False),
                                               steps=[list(s) for s in NRICP_STEPS])
         print(f"{name:28} fit {ours.seconds:6.2f} s (other processes {ours.others:.0%})   whole-head nricp alone "
@@ -119,11 +122,11 @@ def bench_solve(size: int, frames: int, slice_frames: int) -> None:
     truth = smooth_weights(frames, len(names), seed=6)
     compact = (np.zeros_like(fields[0]), fields, truth)              # the motion: exactly a mix of the keys
     solve_shape_keys(f, keys, compact=(compact[0], fields, truth[:100]))  # warm-up
-    with Clock(CPU) as ours:
+    with Clock() as ours:
         weights, report = solve_shape_keys(f, keys, compact=compact)
     error = np.abs(weights - truth).mean()
     noisy = truth + np.random.default_rng(7).normal(0.0, 0.2, truth.shape)   # many targets beyond the bounds
-    with Clock(CPU) as bounded:
+    with Clock() as bounded:
         _, hard = solve_shape_keys(f, keys, compact=(compact[0], fields, noisy))
     # baseline: the same problem (whitened: G = L^T L) stacked for lsq_linear, on a slice
     A = key_matrix(f, keys)
@@ -136,7 +139,7 @@ def bench_solve(size: int, frames: int, slice_frames: int) -> None:
     stacked = sparse.vstack([sparse.kron(sparse.identity(slice_frames), sparse.csr_matrix(L)),
                              sparse.kron(D, sparse.diags(np.sqrt(SMOOTHNESS * np.diag(G))))]).tocsr()
     rhs = np.concatenate([(part @ L.T).ravel(), np.zeros((slice_frames - 1) * len(G))])
-    with Clock(CPU) as base:
+    with Clock() as base:
         reference = lsq_linear(stacked, rhs, bounds=(0.0, 1.0))
     base_error = np.abs(reference.x.reshape(slice_frames, -1) - part).mean()
     scaled = base.seconds * frames / slice_frames
@@ -154,7 +157,7 @@ def bench_solve(size: int, frames: int, slice_frames: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mimic.character.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.character", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=18000)
     parser.add_argument("--slice", type=int, default=30, help="frames the lsq_linear baseline solves "

@@ -66,3 +66,15 @@ def arkit_names(names) -> dict[str, str]:
             owner[canonical] = name
             out[name] = canonical
     return out
+
+
+def choose(key_names, spec: str) -> list[str]:
+    """The keys a spec names: "ARKIT" (every ARKit-named key) or comma-separated names."""
+    key_names = list(key_names)
+    if spec.strip().upper() == "ARKIT":
+        return list(arkit_names(key_names))
+    wanted = [n.strip() for n in spec.split(",") if n.strip()]
+    missing = [n for n in wanted if n not in key_names]
+    if missing:
+        raise ValueError(f"no shape key named {', '.join(repr(m) for m in missing)} (keys: {', '.join(key_names)})")
+    return wanted

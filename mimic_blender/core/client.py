@@ -16,21 +16,15 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from .backend.mimic import protocol as p
+from . import errors
+from .backend_source import SOURCE
+from .backend_source import protocol as p
+from .errors import BackendError
+from .processes import backend_env, lower_priority, popen_options, serve_command
 from .setup_backend import PACKAGES
-
-BUNDLED_BACKEND = Path(__file__).resolve().parent / "backend"
-
-
-class BackendError(Exception):
-    """A failure with a code (protocol error codes, plus the client's own) and words for users."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class Backend:
@@ -53,20 +47,20 @@ class Backend:
     def start(self, timeout: float = 180.0) -> dict:
         """Start the process and shake hands; returns the backend's facts."""
         if not self.python or not Path(self.python).is_file():
-            raise BackendError("interpreter_missing", f"backend interpreter not found: {self.python or '(not set)'}. "
+            raise BackendError(errors.INTERPRETER_MISSING,
+                               f"backend interpreter not found: {self.python or '(not set)'}. "
                                "Set it in the add-on's Preferences, or click Set up backend there")
         self.stop()  # a second start must not orphan the first process
         self.workdir = Path(tempfile.mkdtemp(prefix="mimic-session-"))
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(BUNDLED_BACKEND), os.environ.get("PYTHONPATH")])))
         try:
             self.process = subprocess.Popen(
-                # absolute (the process runs in the session folder), not resolved (a venv's python is a link)
-                [os.path.abspath(self.python), "-m", "mimic.cli", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=env, cwd=self.workdir)
+                serve_command(self.python, os.getcwd()), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=backend_env(os.environ, str(SOURCE)), cwd=self.workdir,
+                **popen_options(background=True))
+            lower_priority(self.process.pid)
         except OSError as e:  # not executable, not a program, ...
             self.stop()
-            raise BackendError("interpreter_missing", f"cannot run the backend interpreter {self.python}: {e}. "
+            raise BackendError(errors.INTERPRETER_MISSING, f"cannot run the backend interpreter {self.python}: {e}. "
                                "Set it in the add-on's Preferences, or click Set up backend there") from None
         self.replies, self.log = queue.Queue(), collections.deque(maxlen=40)  # nothing from an earlier process
         threading.Thread(target=self._read_replies, args=(self.process.stdout,), daemon=True).start()
@@ -96,9 +90,10 @@ class Backend:
                 message = self.replies.get(timeout=0.05)
             except queue.Empty:
                 if not self.alive:
-                    raise self._death()
+                    raise self._death() from None
                 if deadline is not None and time.monotonic() > deadline:
-                    raise BackendError("timeout", f"the backend did not answer '{kind}' within {timeout:.0f} s")
+                    raise BackendError(errors.TIMEOUT,
+                                       f"the backend did not answer '{kind}' within {timeout:.0f} s") from None
                 continue
             if message.get("id") != id_:
                 continue  # replies to cancels, or to requests abandoned earlier
@@ -112,7 +107,9 @@ class Backend:
                 return message
 
     def stop(self, grace: float = 5.0) -> None:
-        """Ask the backend to exit, then make sure it did; remove the session folder."""
+        """Ask the backend to exit (it does once the request it works on ends), kill it after
+        `grace` seconds (no POSIX signal: a kill is TerminateProcess on Windows); remove the
+        session folder."""
         if self.process is not None:
             if self.alive:
                 try:
@@ -168,8 +165,8 @@ class Backend:
         text = "\n".join(self.log)
         for package in PACKAGES:
             if f"No module named '{package}'" in text:
-                return BackendError("package_missing", f"the backend interpreter {self.python} lacks the Python "
+                return BackendError(errors.PACKAGE_MISSING, f"the backend interpreter {self.python} lacks the Python "
                                     f"package '{package}': click Set up backend in the add-on's Preferences, or "
                                     "point them at an environment made by install/setup.sh")
         last = next((line for line in reversed(self.log) if line.strip()), "no message")
-        return BackendError("backend_died", f"the backend stopped (exit code {code}): {last}")
+        return BackendError(errors.BACKEND_DIED, f"the backend stopped (exit code {code}): {last}")

@@ -6,17 +6,19 @@ import math
 
 import numpy as np
 
-from .backend.mimic.frames import sample_weights
+from .backend_source import load
+
+sample_weights = load("frames").sample_weights
+resample_count = load("frames").resample_count
 
 NOMINAL_HEAD_RADIUS = 0.1  # metres: RMS distance of a FLAME head's vertices from their centroid, roughly
 UNITS = {"METRES": 1.0, "CENTIMETRES": 100.0, "MILLIMETRES": 1000.0}
 
 
-def audio_span(trim_frames: float, frames: int, scene_fps: float, sample_rate: int) -> tuple[int, int]:
-    """Samples [start, stop) of a sound that a strip plays over `frames` scene frames after
-    skipping `trim_frames` of its start."""
-    start = int(round(trim_frames / scene_fps * sample_rate))
-    return start, start + int(round(frames / scene_fps * sample_rate))
+def audio_span(trim_seconds: float, seconds: float, sample_rate: int) -> tuple[int, int]:
+    """Samples [start, stop) of a sound that plays for `seconds` after skipping `trim_seconds` of its start."""
+    start = int(round(trim_seconds * sample_rate))
+    return start, start + int(round(seconds * sample_rate))
 
 
 def tracks_at_scene_frames(weights: np.ndarray, model_fps: float, scene_fps: float, frames: int) -> np.ndarray:

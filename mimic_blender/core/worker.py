@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class Worker:
@@ -17,7 +17,7 @@ class Worker:
         self.cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(work, failures), daemon=True)
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self._thread.start()
         return self
 

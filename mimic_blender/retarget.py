@@ -1,0 +1,98 @@
+"""Retarget an existing animation of a model-topology head (a Mimic result, or any FLAME
+animation) onto a character of any topology, with no model and no sound:
+
+    python -m mimic_blender.retarget SHOT.blend --source SRC --character CHAR --mode dense|shape-keys \\
+        [--shape-keys arkit|NAME,NAME,...] [--frames A-B] --save OUT.blend
+    blender -b --command mimic retarget SHOT.blend ... (the same arguments)
+
+The source's animation (evaluated through the depsgraph: shape keys, modifiers, caches) over the
+scene's frame range (or --frames) becomes a compact result, carried through the character's fit
+(made first, automatically, when the .blend has none). Exit 1 with one line on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import bpy
+
+from . import batch, job, properties, scene_io
+from . import character as ch
+from .core import character as character_core
+from .core import session
+from .core.character import Carried, CharacterInputs
+from .core.errors import BackendError, JobError
+from .core.settings import Inputs
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mimic retarget", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("blend", help="the shot .blend")
+    ap.add_argument("--source", required=True, help="the animated head with the model's topology")
+    ap.add_argument("--character", required=True, help="the character mesh to animate")
+    ap.add_argument("--mode", choices=["dense", "shape-keys"], required=True,
+                    help="dense: shape keys of its own; shape-keys: weights of its existing keys")
+    ap.add_argument("--shape-keys", default="arkit", help="arkit, or the key names to solve for (comma-separated)")
+    ap.add_argument("--smoothness", type=float, default=CharacterInputs.smoothness,
+                    help="penalty on frame-to-frame weight changes (shape-key mode)")
+    ap.add_argument("--frames", help="frame range A-B (default: the scene's)")
+    ap.add_argument("--scene", help="scene name (default: the file's active scene)")
+    ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
+    ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact motion")
+    ap.add_argument("--save", required=True, help="where to save the animated .blend")
+    return ap
+
+
+def frame_range(text: str | None, scene) -> range:
+    if text is None:
+        return range(scene.frame_start, scene.frame_end + 1)
+    match = re.fullmatch(r"(-?\d+)-(-?\d+)", text)
+    if not match or int(match[2]) < int(match[1]):
+        raise JobError(f"--frames must look like 1-250, not '{text}'")
+    return range(int(match[1]), int(match[2]) + 1)
+
+
+def retarget(context, source, character, mode: str, spec: str, smoothness: float, frames: range, settings) -> str:
+    """The source's animation over `frames` onto the character; a one-line summary."""
+    job.check_target(source)
+    wanted, pending = ch.character_inputs(character, source, mode, spec, smoothness)
+    rest = scene_io.rest_vertices(source)
+    motion = scene_io.evaluated_vertices(context, source, frames) - rest
+    outputs = character_core.compact_motion(motion, settings.error_bound)
+    made, quality = character_core.ensure_fit(wanted, settings, pending)
+    carried = Carried(character_core.onto(outputs, wanted, settings), made, quality)
+    inputs = Inputs(source.name, f"retarget {source.name}", frames.start, len(frames),
+                    scene_io.scene_fps(context.scene), rest, 1.0, None)
+    return job.apply_character(context, inputs, wanted, carried, settings)
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if not Path(args.save).resolve().parent.is_dir():
+            raise JobError(f"folder for --save does not exist: {Path(args.save).parent}")
+        context, scene = batch.open_scene(args)
+        source, character = (bpy.data.objects.get(name) for name in (args.source, args.character))
+        for name, obj in ((args.source, source), (args.character, character)):
+            if obj is None:
+                raise JobError(f"no object named '{name}'")
+        error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
+        settings = properties.settings(context, python=args.python, error_bound=error_bound)
+        done = retarget(context, source, character, args.mode.upper().replace("-", "_"), args.shape_keys,
+                        args.smoothness, frame_range(args.frames, scene), settings)
+        batch.blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
+    except (JobError, BackendError) as e:
+        print(f"mimic: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        session.stop()
+    print(f"mimic: saved {args.save}: {done}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    batch.main(run)
