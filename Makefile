@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: setup gui-setup check test lint test-blender-versions demo demo-character bench bench-lines results extension clean
+.PHONY: setup gui-setup check test lint test-blender-versions demo demo-character bench bench-lines bench-character results extension clean
 
 setup: $(READY)
 
@@ -51,6 +51,10 @@ bench: $(READY)
 # mimic lines on 100 dialogue lines (BENCHMARKS.md), about 5 minutes on 2 cores
 bench-lines: $(READY)
 	$(PY) -m benchmarks.lines
+
+# Characters: dense transfer accuracy, fitting a 50,000-vertex character, 10 min onto 52 shape keys
+bench-character: $(READY)
+	$(PY) -m benchmarks.character
 
 # docs/RESULTS.md: the ablation of the four constraints on the synthetic benchmark, about 20 min a
 # seed on 2 cores (docs/RESULTS.md holds SEEDS=0,1; a seed already run is not run again)

@@ -143,25 +143,26 @@ def test_smoothness_penalty_smooths():
     truth = np.clip(0.5 + 0.3 * np.sin(np.arange(100)[:, None] / 7.0 + np.arange(4)), 0, 1)
     b = (truth + rng.normal(0, 0.1, truth.shape)) @ G                 # noisy targets
     change = []
-    for lam in (0.0, 0.1, 1.0):
-        w, _, converged = admm(G, b, lam * np.trace(G) / 4, np.zeros(4), np.ones(4))
+    for smoothness in (0.0, 0.1, 1.0):
+        w, _, converged = admm(G, b, smoothness, np.zeros(4), np.ones(4))
         assert converged
         change.append(np.abs(np.diff(w, axis=0)).mean())
     assert change[0] > change[1] > change[2]
 
 
 def test_solver_matches_a_general_bounded_least_squares_solver():
-    """The same problem stacked as one sparse system for scipy.optimize.lsq_linear."""
+    """The same problem stacked as one sparse system for scipy.optimize.lsq_linear: the data rows,
+    then sqrt(smoothness) |K_s| (w_ts - w_t-1,s) for every key and frame."""
     rng = np.random.default_rng(8)
     frames, count = 40, 5
     A = rng.normal(size=(count, 60)) * rng.uniform(0.2, 3.0, (count, 1))
     m = rng.normal(size=(frames, 60)) * 0.8
-    lam = 0.05 * np.trace(A @ A.T) / count
+    smoothness = 0.3
     lo, hi = np.full(count, -0.2), np.full(count, 0.6)
-    w, _, converged = admm(A @ A.T, m @ A.T, lam, lo, hi, tolerance=1e-7)
+    w, _, converged = admm(A @ A.T, m @ A.T, smoothness, lo, hi, tolerance=1e-7)
     D = sparse.diags([-np.ones(frames - 1), np.ones(frames - 1)], [0, 1], shape=(frames - 1, frames))
-    stacked = sparse.vstack([sparse.kron(sparse.identity(frames), A.T),
-                             np.sqrt(lam) * sparse.kron(D, sparse.identity(count))]).tocsr()
+    jumps = sparse.kron(D, sparse.diags(np.sqrt(smoothness) * np.linalg.norm(A, axis=1)))
+    stacked = sparse.vstack([sparse.kron(sparse.identity(frames), A.T), jumps]).tocsr()
     target = np.concatenate([m.ravel(), np.zeros((frames - 1) * count)])
     reference = lsq_linear(stacked, target, bounds=(np.tile(lo, frames), np.tile(hi, frames)), tol=1e-12)
     assert converged and np.abs(w - reference.x.reshape(frames, count)).max() < 1e-4

@@ -34,6 +34,7 @@ CANDIDATES = 16           # nearest model triangles tried for each character ver
 FACING = 0.02             # of the face's height: the cost of binding to a triangle facing away
 NEAR, FAR = 0.05, 0.15    # of the face's height: vertices this far off the fitted surface fade out
 MISFIT = 0.35             # rigid landmark error (of the landmarks' spread) that means wrong landmarks
+MIN_FACE = 50             # character vertices on the fitted face (weight 1), at least
 NRICP_STEPS = ((0.01, 10.0, 0.5, 10), (0.02, 5.0, 0.5, 10), (0.03, 2.5, 0.5, 10), (0.01, 0.0, 0.0, 10))
 
 
@@ -43,7 +44,7 @@ class Fit:
     vertices: np.ndarray        # (B,) int32 bound character vertices (weight > 0), ascending
     triangles: np.ndarray       # (B,) int32 model triangle of each one's closest fitted-surface point
     barycentric: np.ndarray     # (B, 3) float32 that point on the triangle
-    normal_offset: np.ndarray   # (B,) float32 signed distance along the triangle's normal (character units)
+    normal_offset: np.ndarray   # (B,) float32 signed distance along the triangle's normal (> 0: outside; world units)
     weight: np.ndarray          # (B,) float32 in (0, 1]: 1 on the face, falling off to 0
     scale: float                # model -> character world: x_world = scale * rotation @ x_model + translation
     rotation: np.ndarray        # (3, 3)
@@ -160,6 +161,9 @@ def fit_character(model_vertices, model_faces, character_vertices, character_fac
     weight = region[candidates] * (1.0 - smoothstep(NEAR * height, FAR * height, distance))
     keep = weight > 1e-4
     face = keep & (weight >= 1.0)
+    if face.sum() < MIN_FACE:
+        raise MimicError(f"no face-like region: only {int(face.sum())} character vertices lie on the fitted face; "
+                         "check the landmarks (or place them by hand)")
     error = np.linalg.norm(guide.points(fitted, model.faces) - np.array([points[n] for n in measured]), axis=1)
     return Fit(vertices=candidates[keep].astype(np.int32), triangles=registered[triangle[keep]].astype(np.int32),
                barycentric=bary[keep].astype(np.float32), normal_offset=offset[keep].astype(np.float32),
@@ -169,7 +173,7 @@ def fit_character(model_vertices, model_faces, character_vertices, character_fac
                model_faces=model.faces.astype(np.int32), fitted_model=fitted.astype(np.float32),
                landmark_names=np.array(names), landmarks=target,
                landmark_error=float(np.sqrt(np.mean(error ** 2))), rigid_landmark_error=rigid_error,
-               surface_distance=float(distance[face].mean()) if face.any() else float("nan"))
+               surface_distance=float(distance[face].mean()))
 
 
 def register(moved: np.ndarray, faces: np.ndarray, character: trimesh.Trimesh, guide: Anchors,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import trimesh
 
 from ..errors import MimicError
 from .mesh import smoothstep
@@ -36,8 +35,6 @@ LANDMARKS = {
 NAMES = tuple(LANDMARKS)
 REQUIRED = ("nose_tip", "chin", "mouth_corner_left", "mouth_corner_right", "eye_outer_left", "eye_outer_right")
 MIDLINE = ("nose_tip", "upper_lip", "lower_lip", "chin")  # found in the profile by `detect`
-LATERAL_PAIRS = (("mouth_corner_left", "mouth_corner_right"), ("eye_outer_left", "eye_outer_right"),
-                 ("eye_inner_left", "eye_inner_right"))
 
 # FLAME's vertices at the iBUG 68 landmarks (the numbers in LANDMARKS), from the 68 FLAME vertex
 # indices in iBUG order that SAiD publishes (github.com/yunik1004/SAiD, data/FLAME_landmarks.txt).
@@ -72,14 +69,6 @@ class Anchors:
         rows.update({n: (t, b) for n, t, b in zip(other.names, other.triangles, other.barycentric)})
         names = tuple(n for n in NAMES if n in rows)
         return Anchors(names, np.array([rows[n][0] for n in names]), np.array([rows[n][1] for n in names]))
-
-
-def surface_anchors(mesh: trimesh.Trimesh, names, points: np.ndarray) -> Anchors:
-    """Anchors at the closest surface points of `points` (L, 3)."""
-    closest, _, triangles = trimesh.proximity.closest_point(mesh, np.asarray(points, np.float64))
-    bary = trimesh.triangles.points_to_barycentric(mesh.triangles[triangles], closest)
-    return Anchors(tuple(names), np.asarray(triangles),
-                   np.clip(bary, 0.0, 1.0) / np.clip(bary, 0.0, 1.0).sum(1, keepdims=True))
 
 
 def vertex_anchors(faces: np.ndarray, indices: dict[str, int], vertex_count: int) -> Anchors:

@@ -3,19 +3,21 @@
 For keys K_s (their offsets on the face's bound vertices, world space) and the transferred
 motion m_t, the weights w (F, S) minimise
 
-    sum_t || sum_s w_ts K_s - m_t ||^2_weight  +  lambda * sum_t || w_t - w_{t-1} ||^2,
+    sum_t || sum_s w_ts K_s - m_t ||^2_W  +  smoothness * sum_t sum_s ||K_s||^2_W (w_ts - w_{t-1},s)^2,
     lo_s <= w_ts <= hi_s,
 
-where ||.||_weight weighs each vertex by its fit weight (the face counts, the falloff less), and
-lambda = smoothness * trace(G) / S, G the keys' Gram matrix: `smoothness` is unitless (1 makes
-a jump of one full weight step cost as much as missing an average key's whole shape once).
+where ||.||_W weighs each vertex by its fit weight (the face counts, the falloff less). The
+penalty is on how far each key's shape jumps between frames, so `smoothness` is unitless: at 1,
+a key jumping by its full weight costs as much as missing its whole shape once.
 
 Only S x S numbers per frame matter: G = K^T W K and b_t = K^T W m_t (for a compact result b_t
-is affine in its K weights, so no frame is ever built). The bounded, smoothed least squares is
-solved by ADMM (the splitting OSQP uses: an unconstrained step, a clip to the bounds, a dual
-update; over-relaxed, with the step size rebalanced on the residuals). Its unconstrained step is
-exact and cheap: in G's eigenvectors the system separates into S tridiagonal systems over time,
-factored once by scipy.linalg.cholesky_banded (refactored when the step size changes).
+is affine in its K weights, so no frame is ever built). In the keys' own scale (x_s = ||K_s|| w_s,
+so G gets a unit diagonal and the penalty becomes smoothness * |x_t - x_{t-1}|^2) the bounded,
+smoothed least squares is solved by ADMM (the splitting OSQP uses: an unconstrained step, a clip
+to the bounds, a dual update; over-relaxed, with the step size rebalanced on the residuals). Its
+unconstrained step is exact and cheap: in G's eigenvectors the system separates into S
+tridiagonal systems over time, factored by scipy.linalg.cholesky_banded (again when the step
+size changes).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .transfer import CHUNK, transfer
 SMOOTHNESS = 0.01
 RESIDUAL_WARNING = 0.25      # relative residual above which the keys cannot express the motion
 TOLERANCE = 1e-4             # weight units: primal and dual residuals (RMS) at convergence
-MAX_ITERATIONS = 1000
+MAX_ITERATIONS = 500
 RELAXATION = 1.6
 ACTIVE = 0.01                # of a key's range: "used" in a frame above this
 
@@ -114,8 +116,7 @@ def solve_shape_keys(fit: Fit, keys: np.ndarray, motion: np.ndarray | None = Non
     else:
         b, energy = _motion_terms(fit, WA, omega, motion)
     still = [int(s) for s in np.flatnonzero(np.diag(G) <= 1e-12 * max(np.diag(G).max(), 1e-300))]
-    lam = smoothness * np.trace(G) / len(G)
-    w, iterations, converged = admm(G, b, lam, lo, hi)
+    w, iterations, converged = admm(G, b, smoothness, lo, hi)
     residual = np.maximum(np.einsum("ts,sr,tr->t", w, G, w) - 2 * np.einsum("ts,ts->t", w, b) + energy, 0.0)
     moving = energy > 1e-12 * max(energy.max(), 1e-300)
     span = hi - lo
@@ -157,45 +158,47 @@ def _motion_terms(fit: Fit, WA, omega, motion):
     return b, energy
 
 
-def admm(G: np.ndarray, b: np.ndarray, lam: float, lo: np.ndarray, hi: np.ndarray,
+def admm(G: np.ndarray, b: np.ndarray, smoothness: float, lo: np.ndarray, hi: np.ndarray,
          tolerance: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS) -> tuple[np.ndarray, int, bool]:
-    """argmin_w sum_t (w_t^T G w_t / 2 - b_t^T w_t) + lam/2 sum_t |w_t - w_{t-1}|^2 over the box."""
+    """argmin_w sum_t (w_t^T G w_t / 2 - b_t^T w_t + smoothness/2 sum_s G_ss (w_ts - w_t-1,s)^2) in the box."""
     frames, count = b.shape
-    ev, U = np.linalg.eigh(G)
-    ev = np.maximum(ev, 1e-9 * max(ev.max(), 1e-300))          # keys that add nothing: a tiny ridge
-    scale = float(ev.mean())
-    rho = scale
+    norm = np.sqrt(np.diag(G))
+    norm = np.maximum(norm, 1e-6 * max(norm.max(), 1e-300))   # keys that do not move: kept finite
+    ev, U = np.linalg.eigh(G / np.outer(norm, norm))         # unit diagonal
+    ev = np.maximum(ev, 1e-9 * ev.max())                     # keys that add nothing: a tiny ridge
+    rhs0, low, high = b / norm, lo * norm, hi * norm
     degree = np.full(frames, 2.0)
     degree[[0, -1]] = 1.0
     if frames == 1:
         degree[:] = 0.0
-    couple = np.full((count, frames), -lam)
-    couple[:, 0] = 0.0                                         # no coupling across keys' blocks
+    couple = np.full((count, frames), -smoothness)
+    couple[:, 0] = 0.0                                        # no coupling across keys' blocks
 
     def factor(rho):
-        diagonal = ev[:, None] + rho + lam * degree[None]
+        diagonal = ev[:, None] + rho + smoothness * degree[None]
         return cholesky_banded(np.stack([couple.ravel(), diagonal.ravel()]))
 
-    def step(c, rhs):                                          # (H + rho I)^-1 rhs, rhs (F, S)
+    def step(c, rhs):                                         # (H + rho I)^-1 rhs, rhs (F, S)
         return cho_solve_banded((c, False), (rhs @ U).T.ravel()).reshape(count, frames).T @ U.T
 
+    rho = 1.0                                                 # G's mean eigenvalue, in this scale
     c = factor(rho)
-    z = np.clip(step(factor(0.0), b), lo, hi)                # the unconstrained optimum, clipped
+    z = np.clip(step(factor(0.0), rhs0), low, high)           # the unconstrained optimum, clipped
     u = np.zeros_like(z)
     size = np.sqrt(z.size)
     for iteration in range(1, max_iterations + 1):
-        w = step(c, b + rho * (z - u))
-        relaxed = RELAXATION * w + (1 - RELAXATION) * z
+        x = step(c, rhs0 + rho * (z - u))
+        relaxed = RELAXATION * x + (1 - RELAXATION) * z
         previous = z
-        z = np.clip(relaxed + u, lo, hi)
+        z = np.clip(relaxed + u, low, high)
         u += relaxed - z
-        primal = np.linalg.norm(w - z) / size
-        dual = rho * np.linalg.norm(z - previous) / size / scale
+        primal = np.linalg.norm((x - z) / norm) / size        # both in weight units
+        dual = rho * np.linalg.norm((z - previous) / norm) / size
         if primal < tolerance and dual < tolerance:
-            return z, iteration, True
+            return z / norm, iteration, True
         if iteration % 10 == 0 and max(primal, dual) > 10 * min(primal, dual):  # rebalance the step
-            factor_change = 2.0 if primal > dual else 0.5
-            rho *= factor_change
-            u /= factor_change
+            change = 2.0 if primal > dual else 0.5
+            rho *= change
+            u /= change
             c = factor(rho)
-    return z, max_iterations, False
+    return z / norm, max_iterations, False
