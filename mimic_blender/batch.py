@@ -134,18 +134,27 @@ def blender_call(operator, verb: str, path: str) -> None:
 
 
 def run(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    return save_after(parser().parse_args(argv), animate_shot)
+
+
+def animate_shot(args, context, scene) -> str:
+    target = bpy.data.objects.get(args.target)
+    if target is None:
+        raise JobError(f"no object named '{args.target}'")
+    settings = settings_from_args(context, args)
+    strip = job.find_strip(scene, args.strip)
+    return job.run(context, target, strip, style_from_args(args, scene), settings,
+                   on_progress=compute.print_progress, character=character_from_args(args))
+
+
+def save_after(args, work) -> int:
+    """Open args.blend, `work(args, context, scene)` -> its summary, save args.save; the exit code,
+    and on error one line. The backend is stopped whatever happens."""
     try:
         if not Path(args.save).resolve().parent.is_dir():
             raise JobError(f"folder for --save does not exist: {Path(args.save).parent}")
         context, scene = open_scene(args)
-        target = bpy.data.objects.get(args.target)
-        if target is None:
-            raise JobError(f"no object named '{args.target}'")
-        settings = settings_from_args(context, args)
-        strip = job.find_strip(scene, args.strip)
-        done = job.run(context, target, strip, style_from_args(args, scene), settings,
-                       on_progress=compute.print_progress, character=character_from_args(args))
+        done = work(args, context, scene)
         blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
     except (JobError, BackendError) as e:
         print(f"mimic: error: {e}", file=sys.stderr)

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
-from pathlib import Path
 
 import bpy
 
 from . import batch, job, properties, scene_io
 from . import character as ch
 from .core import character as character_core
-from .core import session
 from .core.character import Carried, CharacterInputs
-from .core.errors import BackendError, JobError
+from .core.errors import JobError
 from .core.settings import Inputs
 
 
@@ -71,27 +68,18 @@ def retarget(context, source, character, mode: str, spec: str, smoothness: float
 
 
 def run(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    try:
-        if not Path(args.save).resolve().parent.is_dir():
-            raise JobError(f"folder for --save does not exist: {Path(args.save).parent}")
-        context, scene = batch.open_scene(args)
-        source, character = (bpy.data.objects.get(name) for name in (args.source, args.character))
-        for name, obj in ((args.source, source), (args.character, character)):
-            if obj is None:
-                raise JobError(f"no object named '{name}'")
-        error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
-        settings = properties.settings(context, python=args.python, error_bound=error_bound)
-        done = retarget(context, source, character, args.mode.upper().replace("-", "_"), args.shape_keys,
-                        args.smoothness, frame_range(args.frames, scene), settings)
-        batch.blender_call(bpy.ops.wm.save_as_mainfile, "save", args.save)
-    except (JobError, BackendError) as e:
-        print(f"mimic: error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        session.stop()
-    print(f"mimic: saved {args.save}: {done}", file=sys.stderr)
-    return 0
+    return batch.save_after(parser().parse_args(argv), retarget_shot)
+
+
+def retarget_shot(args, context, scene) -> str:
+    source, character = (bpy.data.objects.get(name) for name in (args.source, args.character))
+    for name, obj in ((args.source, source), (args.character, character)):
+        if obj is None:
+            raise JobError(f"no object named '{name}'")
+    error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
+    settings = properties.settings(context, python=args.python, error_bound=error_bound)
+    return retarget(context, source, character, args.mode.upper().replace("-", "_"), args.shape_keys,
+                    args.smoothness, frame_range(args.frames, scene), settings)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .processes import clean_env, popen_options
 _PIN = json.loads((SOURCE / "torch.json").read_text())  # the one torch pin, install/setup.sh reads it too
 TORCH_VERSION = _PIN["version"]
 TORCH_INDEX = {"cpu": None, "cuda": _PIN["cuda_index"]}
-PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors")
+PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors", "scipy", "trimesh", "rtree")
 TAIL_LINES = 15
 
 # Runs in the interpreter under test, so it must stay valid Python 3 of any version: no f-strings.
