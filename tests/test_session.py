@@ -138,7 +138,8 @@ def test_an_idle_backend_stops_after_the_idle_time():
     with session.use(replace(SETTINGS, idle_stop=0.5)) as backend:
         process = backend.process
     assert process.wait(timeout=30) == 0  # asked to shut down, not killed
-    assert session._backend is None and session.status() == "Backend not running"
+    wait_until(lambda: session._backend is None, 10)  # the idle timer's stop() finishes after the process
+    assert session.status() == "Backend not running"
 
     with session.use(replace(SETTINGS, idle_stop=0.0)) as backend:  # 0: never
         process = backend.process

@@ -61,7 +61,7 @@ def test_setup_makes_a_working_backend_environment(made):
                            capture_output=True, text=True, cwd=venv, check=True).stdout.strip()
     assert Path(where).is_relative_to(venv)  # installed into the venv, not linked to the source
     # built from a copy
-    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml", "setup.py"]
+    assert sorted(path.name for path in source.iterdir()) == ["mimic", "pyproject.toml", "setup.py", "torch.json"]
 
 
 def test_failed_step_raises_with_its_last_output(made, tmp_path):

@@ -86,14 +86,13 @@ class Backend:
             if cancelled is not None and running and not cancel_sent and cancelled():
                 self._send(p.CANCEL, target=id_)
                 cancel_sent = True
+            if deadline is not None and time.monotonic() > deadline:  # progress does not extend it
+                raise BackendError(errors.TIMEOUT, f"the backend did not finish '{kind}' within {timeout:g} s")
             try:
                 message = self.replies.get(timeout=0.05)
             except queue.Empty:
                 if not self.alive:
                     raise self._death() from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise BackendError(errors.TIMEOUT,
-                                       f"the backend did not answer '{kind}' within {timeout:.0f} s") from None
                 continue
             if message.get("id") != id_:
                 continue  # replies to cancels, or to requests abandoned earlier
