@@ -90,7 +90,10 @@ def read_geometry(config_file: Path, code: str = p.BAD_INPUT) -> dict:
     if kind not in DEFAULTS:
         raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(DEFAULTS)}", code)
     geometry = {**copy.deepcopy(DEFAULTS[kind]), **values}
-    geometry["num_feat_extract_layers"] = len(geometry["conv_dim"])
+    if isinstance(geometry["conv_dim"], list):  # (else check_geometry says what is wrong)
+        geometry["num_feat_extract_layers"] = len(geometry["conv_dim"])  # derived, as transformers derives it
+    if kind == "wav2vec2":
+        geometry["output_hidden_size"] = values.get("output_hidden_size") or geometry["hidden_size"]
     return geometry
 
 
