@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from blender_addon import addon  # noqa: F401  (the extension, for every Blender test)
+from blender_shot import expected, scene, shot  # noqa: F401  (the shot of tests/test_blender*.py)
 from paths import FIXTURES, TINY
 from tiny_vocaset import data_root, dataset  # noqa: F401  (fixtures, for the training tests)
 from transformers import HubertConfig
