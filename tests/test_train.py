@@ -282,7 +282,7 @@ def test_two_processes_agree(tmp_path, data_root):
     """torchrun, 2 CPU processes, gloo: each logs the checksum of its parameters at the end; they
     agree with each other and with the saved model, which has moved from its start."""
     config = write_config(tmp_path / "ddp.yaml", config_dict(data_root, tmp_path / "run", max_steps=3))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # an abort shows every thread's stack
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "mimic.cli", "train", "--config", str(config)],
                             capture_output=True, text=True, env=env, timeout=120, check=False)
