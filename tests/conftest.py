@@ -13,7 +13,7 @@ import torch
 from blender_addon import addon  # noqa: F401  (the extension, for every Blender test)
 from blender_shot import expected, scene, shot  # noqa: F401  (the shot of tests/test_blender*.py)
 from paths import FIXTURES, TINY
-from service_backend import io, s  # noqa: F401  (a `mimic serve` per module, for tests/test_service*.py)
+from service_backend import s  # noqa: F401  (a `mimic serve` per module, for tests/test_service*.py)
 from tiny_vocaset import data_root, dataset  # noqa: F401  (fixtures, for the training tests)
 from transformers import HubertConfig
 

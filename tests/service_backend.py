@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import paths
 import pytest
-from paths import TINY
 
 from mimic import protocol as p
 from mimic_blender.core.client import Backend
@@ -24,19 +23,13 @@ CHECKPOINT = str(paths.CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
-def io() -> dict[str, np.ndarray]:
-    with np.load(TINY / "io.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
-@pytest.fixture(scope="module")
-def s(io):
+def s(ref):
     """A started backend; what it answered before `load` is recorded, then the tiny model is loaded."""
     backend = Backend(sys.executable)
     facts = backend.start()
     files = SimpleNamespace()
-    for name, array in [("reference", io["style_motion"].reshape(-1, V, 3) + io["template"].reshape(V, 3)),
-                        ("neutral", io["template"].reshape(V, 3)), ("speech", io["speech_16k"])]:
+    for name, array in [("reference", ref["style_motion"].reshape(-1, V, 3) + ref["template"].reshape(V, 3)),
+                        ("neutral", ref["template"].reshape(V, 3)), ("speech", ref["speech_16k"])]:
         setattr(files, name, str(backend.workdir / f"{name}.npy"))
         np.save(getattr(files, name), array.astype(np.float32))
     before_load = {}

@@ -68,17 +68,17 @@ def test_other_protocol_version_is_refused(s):
 # --------------------------------------------------------------------------------- the happy path
 
 
-def test_encode_style_matches_the_reference_code(s, io):
+def test_encode_style_matches_the_reference_code(s, ref):
     reply = s.backend.request(p.ENCODE_STYLE, timeout=60, vertices=s.files.reference, neutral=s.files.neutral)
     assert reply["frames"] == 150
-    np.testing.assert_allclose(reply["style"], io["style_code"], atol=1e-4)
+    np.testing.assert_allclose(reply["style"], ref["style_code"], atol=1e-4)
 
 
-def test_generate_reproduces_the_demo_within_the_bound(s, io):
+def test_generate_reproduces_the_demo_within_the_bound(s, ref):
     progress = []
     result = s.backend.request(p.GENERATE, timeout=300, on_progress=lambda *a: progress.append(a),
                                audio=s.files.speech, style=style_of(s))
-    total = len(io["demo_vertices"])
+    total = len(ref["demo_vertices"])
     assert result["frames"] == total == 200 and result["fps"] == 25.0
     assert result["error_bound"] == p.DEFAULT_ERROR_BOUND and 0 <= result["max_error"] <= result["error_bound"]
 
@@ -95,25 +95,25 @@ def test_generate_reproduces_the_demo_within_the_bound(s, io):
     for name in ("mean", "basis", "weights"):
         assert Path(result[name]).parent == s.backend.workdir and Path(result[name]).is_file()
 
-    frames = frames_of(result) + io["template"].reshape(V, 3)
-    errors = np.linalg.norm(frames - io["demo_vertices"], axis=-1)
+    frames = frames_of(result) + ref["template"].reshape(V, 3)
+    errors = np.linalg.norm(frames - ref["demo_vertices"], axis=-1)
     assert errors.max() <= result["error_bound"] + 1e-5
 
 
-def test_a_looser_bound_gives_fewer_shapes_still_within_it(s, io):
+def test_a_looser_bound_gives_fewer_shapes_still_within_it(s, ref):
     style = style_of(s)
     tight = s.backend.request(p.GENERATE, timeout=300, audio=s.files.speech, style=style, error_bound=1e-4)
     loose = s.backend.request(p.GENERATE, timeout=300, audio=s.files.speech, style=style, error_bound=0.05)
     assert loose["k"] < tight["k"]
     assert tight["mean"] != loose["mean"]  # every result has files of its own
-    frames = frames_of(loose) + io["template"].reshape(V, 3)
-    assert np.linalg.norm(frames - io["demo_vertices"], axis=-1).max() <= 0.05 + 1e-5
+    frames = frames_of(loose) + ref["template"].reshape(V, 3)
+    assert np.linalg.norm(frames - ref["demo_vertices"], axis=-1).max() <= 0.05 + 1e-5
     assert loose["max_error"] <= 0.05
 
 
-def test_a_bound_above_all_motion_needs_no_shapes(s, io):
+def test_a_bound_above_all_motion_needs_no_shapes(s, ref):
     path = s.backend.workdir / "one-second.npy"
-    np.save(path, io["speech_16k"][:16000])
+    np.save(path, ref["speech_16k"][:16000])
     style = style_of(s)
     exact = frames_of(s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style, error_bound=1e-6))
     result = s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style, error_bound=1e3)
@@ -142,7 +142,7 @@ def test_bad_checkpoint_is_reported_and_the_backend_stays_usable(s, tmp_path, co
     assert len(style_of(s)) == 32
 
 
-def test_style_reference_with_the_wrong_vertex_count(s, io):
+def test_style_reference_with_the_wrong_vertex_count(s, ref):
     path = s.backend.workdir / "wrong-topology.npy"
     np.save(path, np.zeros((10, V + 1, 3), np.float32))
     e = code_of(s.backend, p.ENCODE_STYLE, vertices=str(path), neutral=s.files.neutral)
@@ -152,8 +152,8 @@ def test_style_reference_with_the_wrong_vertex_count(s, io):
 # ------------------------------------------------------------------------------------ read_audio
 
 
-def test_read_audio_cuts_a_16k_wav_exactly(s, io):
-    speech = io["speech_16k"].astype(np.float32)
+def test_read_audio_cuts_a_16k_wav_exactly(s, ref):
+    speech = ref["speech_16k"].astype(np.float32)
     path = s.backend.workdir / "speech.wav"
     soundfile.write(path, speech, 16000, subtype="FLOAT")
     reply = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, stop=40_000)

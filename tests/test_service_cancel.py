@@ -31,10 +31,10 @@ from mimic_blender.core.errors import BackendError
 
 
 @pytest.fixture(scope="module")
-def long_speech(s, io):
+def long_speech(s, ref):
     """60 s of speech (the fixture tiled): 1500 frames, 11 windows."""
     path = s.backend.workdir / "long-speech.npy"
-    np.save(path, np.tile(io["speech_16k"], 8)[:60 * 16000])
+    np.save(path, np.tile(ref["speech_16k"], 8)[:60 * 16000])
     return str(path)
 
 
@@ -74,12 +74,12 @@ def test_cancel_reply_says_whether_it_hit(s, long_speech):
 
 
 
-def test_cancel_of_a_request_not_running_hits_nothing_and_is_forgotten(s, io):
+def test_cancel_of_a_request_not_running_hits_nothing_and_is_forgotten(s, ref):
     style = style_of(s)
     future = s.backend._next_id + 2  # the id the generate below will get (the cancel takes the one before)
     assert s.backend.request(p.CANCEL, timeout=30, target=future)["cancelled"] is False
     path = s.backend.workdir / "short.npy"
-    np.save(path, io["speech_16k"][:16000])
+    np.save(path, ref["speech_16k"][:16000])
     result = s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style)
     assert result["id"] == future and result["frames"] == 25
 
