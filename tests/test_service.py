@@ -7,6 +7,7 @@ Protocol-level misbehaviour (bad JSON, unknown types) is written raw to the proc
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from service_backend import (
 )
 
 from mimic import protocol as p
+from mimic.checkpoint import load_model, save_model
 
 # ------------------------------------------------------------------------------------ handshake
 
@@ -140,6 +142,27 @@ def test_bad_checkpoint_is_reported_and_the_backend_stays_usable(s, tmp_path, co
     assert ("not found" in str(e)) == (content is None)
     still_answers(s.backend)  # and the model loaded before is still there
     assert len(style_of(s)) == 32
+
+
+@pytest.mark.parametrize("kind", ["pth", "folder"])
+def test_a_loaded_checkpoint_overwritten_in_place_keeps_serving(s, tmp_path, kind):
+    """Retraining into the same file while a warm backend keeps the model: the backend keeps its own
+    copy (a memory-mapped file cut short under it would kill the process at its next read)."""
+    if kind == "pth":
+        path = weights = tmp_path / "model.pth"
+        path.write_bytes(Path(CHECKPOINT).read_bytes())
+        shutil.copytree(Path(CHECKPOINT).parent / "tiny-wav2vec2", tmp_path / "tiny-wav2vec2")  # its audio model
+    else:
+        path = save_model(load_model(CHECKPOINT), tmp_path / "model")
+        weights = path / "model.safetensors"
+    s.backend.request(p.LOAD, timeout=120, checkpoint=str(path), device="cpu")
+    want = s.backend.request(p.GENERATE, timeout=120, audio=s.files.speech, style=style_of(s), error_bound=1e-7)
+    with open(weights, "r+b") as f:  # in place: the same file, cut to nothing, then other bytes
+        f.truncate(0)
+        f.write(b"retraining..." * 1000)
+    got = s.backend.request(p.GENERATE, timeout=120, audio=s.files.speech, style=style_of(s), error_bound=1e-7)
+    assert np.abs(frames_of(got) - frames_of(want)).max() <= 1e-6
+    s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu")
 
 
 def test_style_reference_with_the_wrong_vertex_count(s, ref):
