@@ -90,6 +90,7 @@ def test_either_decoder_gives_the_same_animation(addon, scene, expected, shot, d
     assert not [f.name for f in addon.session._backend.workdir.iterdir() if "sound" in f.name or "audio" in f.name]
 
 
+@pytest.mark.slow  # a `mimic generate` process for each rate
 @pytest.mark.parametrize("rate", [22050, 44100, 48000])
 def test_a_recording_at_any_rate_animates_as_mimic_generate_reads_the_file(addon, scene, expected, tmp_path, rate):
     """The strip (trimmed, starting at frame 30) plays a recording at `rate`: the add-on reads it at that

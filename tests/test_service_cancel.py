@@ -103,6 +103,7 @@ def test_load_with_a_precision(s):
     assert exact["precision"] == p.FP32  # the default, for the tests after this one
 
 
+@pytest.mark.slow  # a `mimic generate` process for each rate
 @pytest.mark.parametrize("rate", [22050, 48000])
 def test_audio_at_its_own_rate_equals_mimic_generate_on_the_file(s, tmp_path, rate):
     """The add-on sends a strip's samples at their rate; the backend resamples them as `mimic generate`
@@ -165,6 +166,7 @@ def full_size(tmp_path_factory):
     backend.stop()
 
 
+@pytest.mark.slow  # the full-size network
 def test_cancel_is_honoured_inside_the_first_window(full_size):
     """Cancelled at the first progress inside the first batch of windows, the generate stops at its
     next check: still encoding that batch (two windows, 290 new frames), nothing generated."""
