@@ -4,6 +4,7 @@
 #
 #   install/setup.sh            CPU PyTorch (what CI uses)
 #   MIMIC_TORCH=cuda install/setup.sh   CUDA build of the same PyTorch release (on a GPU machine)
+#   MIMIC_TORCH_INDEX=URL install/setup.sh   PyTorch from that index (a mirror; empty: pip's own index)
 #   MIMIC_VENV=.venv-bpy-5.0 MIMIC_BPY=5.0 install/setup.sh   another Blender release for the tests
 #                                       (make test-blender-versions: 4.2 LTS to 5.0)
 #
@@ -17,6 +18,7 @@ python="${PYTHON:-python3.11}"
 torch_pin() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$root/backend/torch.json" "$1"; }
 torch_version="$(torch_pin version)"
 torch_cuda_index="$(torch_pin cuda_index)"
+torch_cpu_index="$(torch_pin linux_cpu_index)"  # PyPI's Linux torch is the CUDA build
 apt_packages=(pocketsphinx-testdata espeak-ng ffmpeg)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -45,12 +47,13 @@ install_torch() {
         return
     fi
     case "${MIMIC_TORCH:-cpu}" in
-        cpu)  say "torch $torch_version (CPU)"
-              "$venv/bin/python" -m pip install -q "torch==$torch_version" ;;
-        cuda) say "torch $torch_version (CUDA)"
-              "$venv/bin/python" -m pip install -q "torch==$torch_version" --index-url "${MIMIC_TORCH_INDEX:-$torch_cuda_index}" ;;
+        cpu)  index="$torch_cpu_index"; [ "$(uname -s)" = Linux ] || index="" ;;
+        cuda) index="$torch_cuda_index" ;;
         *)    say "error: MIMIC_TORCH must be cpu or cuda"; exit 1 ;;
     esac
+    index="${MIMIC_TORCH_INDEX-$index}"  # set (empty: pip's own index), it replaces the build's
+    say "torch $torch_version (${MIMIC_TORCH:-cpu}${index:+, from $index})"
+    "$venv/bin/python" -m pip install -q "torch==$torch_version" ${index:+--index-url "$index"}
 }
 
 install_project() {

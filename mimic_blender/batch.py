@@ -42,23 +42,25 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def add_job_options(ap: argparse.ArgumentParser) -> None:
-    """The options batch jobs share: scene, model, backend, result."""
+def add_job_options(ap: argparse.ArgumentParser, model: bool = True) -> None:
+    """The options batch jobs share: scene, backend, result; with `model`, the model's and the curves'."""
     ap.add_argument("--scene", help="scene name (default: the file's active scene)")
+    ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
+    ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
+    if not model:
+        return
     ap.add_argument("--checkpoint", help="model (default: the add-on's Preferences)")
     ap.add_argument("--device", choices=[d for d, *_ in properties.DEVICES])
     ap.add_argument("--precision", choices=["fp32", "fast", "bf16", "fp16"],
                     help="the audio encoder's arithmetic (default: the add-on's Preferences, else fp32)")
-    ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
-    ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact result")
     ap.add_argument("--curves", choices=[c for c, *_ in properties.CURVE_ITEMS],
                     help="weight curves as keyframes, baked samples, or AUTO (samples for long shots)")
 
 
-def add_character_options(ap: argparse.ArgumentParser) -> None:
-    """Carrying the result onto a character of any topology (see character_from_args)."""
-    ap.add_argument("--character", help="carry the result from --target (the model head) onto this character mesh "
-                                        "(fitted first when the .blend has no fit)")
+def add_character_options(ap: argparse.ArgumentParser, required: bool = False) -> None:
+    """Carrying a result onto a character of any topology (see character_from_args)."""
+    ap.add_argument("--character", required=required,
+                    help="the character mesh to animate (fitted first when the .blend has no fit)")
     ap.add_argument("--character-mode", choices=["dense", "shape-keys"], default="dense",
                     help="dense: shape keys of its own; shape-keys: weights of its existing keys")
     ap.add_argument("--shape-keys", default="arkit", help="arkit, or the key names to solve for (comma-separated)")

@@ -1,7 +1,8 @@
 """Retarget an existing animation of a model-topology head (a Mimic result, or any FLAME
 animation) onto a character of any topology, with no model and no sound:
 
-    python -m mimic_blender.retarget SHOT.blend --source SRC --character CHAR --mode dense|shape-keys \\
+    python -m mimic_blender.retarget SHOT.blend --source SRC --character CHAR \\
+        [--character-mode dense|shape-keys] \\
         [--shape-keys arkit|NAME,NAME,...] [--frames A-B] --save OUT.blend
     blender -b --command mimic retarget SHOT.blend ... (the same arguments)
 
@@ -20,7 +21,7 @@ import bpy
 from . import batch, job, properties, scene_io
 from . import character as ch
 from .core import character as character_core
-from .core.character import Carried, CharacterInputs
+from .core.character import Carried
 from .core.errors import JobError
 from .core.settings import Inputs
 
@@ -30,16 +31,9 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("blend", help="the shot .blend")
     ap.add_argument("--source", required=True, help="the animated head with the model's topology")
-    ap.add_argument("--character", required=True, help="the character mesh to animate")
-    ap.add_argument("--mode", choices=["dense", "shape-keys"], required=True,
-                    help="dense: shape keys of its own; shape-keys: weights of its existing keys")
-    ap.add_argument("--shape-keys", default="arkit", help="arkit, or the key names to solve for (comma-separated)")
-    ap.add_argument("--smoothness", type=float, default=CharacterInputs.smoothness,
-                    help="penalty on frame-to-frame weight changes (shape-key mode)")
+    batch.add_character_options(ap, required=True)
     ap.add_argument("--frames", help="frame range A-B (default: the scene's)")
-    ap.add_argument("--scene", help="scene name (default: the file's active scene)")
-    ap.add_argument("--python", help="backend interpreter (default: the add-on's Preferences)")
-    ap.add_argument("--error-bound-mm", type=float, help="largest vertex error of the compact motion")
+    batch.add_job_options(ap, model=False)
     ap.add_argument("--save", required=True, help="where to save the animated .blend")
     return ap
 
@@ -72,14 +66,13 @@ def run(argv: list[str]) -> int:
 
 
 def retarget_shot(args, context, scene) -> str:
-    source, character = (bpy.data.objects.get(name) for name in (args.source, args.character))
-    for name, obj in ((args.source, source), (args.character, character)):
-        if obj is None:
-            raise JobError(f"no object named '{name}'")
+    source = bpy.data.objects.get(args.source)
+    if source is None:
+        raise JobError(f"no object named '{args.source}'")
+    character, mode, spec, smoothness = batch.character_from_args(args)
     error_bound = None if args.error_bound_mm is None else args.error_bound_mm / 1000.0
     settings = properties.settings(context, python=args.python, error_bound=error_bound)
-    return retarget(context, source, character, args.mode.upper().replace("-", "_"), args.shape_keys,
-                    args.smoothness, frame_range(args.frames, scene), settings)
+    return retarget(context, source, character, mode, spec, smoothness, frame_range(args.frames, scene), settings)
 
 
 if __name__ == "__main__":

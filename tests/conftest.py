@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 from blender_addon import addon  # noqa: F401  (the extension, for every Blender test)
-from paths import FIXTURES, TINY
+from blender_shot import expected, scene, shot  # noqa: F401  (the shot of tests/test_blender*.py)
+from paths import FIXTURES, IO, TINY
+from service_backend import s  # noqa: F401  (a `mimic serve` per module, for tests/test_service*.py)
 from tiny_vocaset import data_root, dataset  # noqa: F401  (fixtures, for the training tests)
 from transformers import HubertConfig
 
@@ -37,7 +39,7 @@ def tiny_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def ref() -> dict[str, np.ndarray]:
     """Inputs and the reference's outputs for the tiny checkpoint (see fixtures/README.md)."""
-    with np.load(TINY / "io.npz") as data:
+    with np.load(IO) as data:
         return {k: data[k] for k in data.files}
 
 

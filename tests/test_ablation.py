@@ -16,9 +16,10 @@ from mimic import ablation, metrics
 from mimic.checkpoint import load_model
 from mimic.data import open_dataset
 from mimic.errors import MimicError
-from mimic.evaluate import evaluate_transfer, load_regions, transfer_lve
+from mimic.evaluate import evaluate_transfer, transfer_lve
 from mimic.files import load_audio
 from mimic.model import Mimic, MimicConfig
+from mimic.regions import load_regions
 from mimic.train_config import build_config, parse_config
 
 pytestmark = pytest.mark.slow  # trains models

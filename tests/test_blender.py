@@ -1,194 +1,42 @@
 """The add-on in real Blender (the PyPI `bpy` module, in this process), with a real `mimic serve`
-backend and real speech. Nothing is mocked.
+backend and real speech. Nothing is mocked: the button, the strip's sound at any rate and either
+decoder, running again, cancel, the worker thread, bad inputs, a killed backend.
 
 The extension zip is built by install/build_extension.py and loaded the way Blender loads an
 installed extension (a user repository + addon_enable), once per session. Every test starts
-from the same shot (built in code, saved once) by opening it; opening a file keeps the add-on
+from the same shot (tests/blender_shot.py) by opening it; opening a file keeps the add-on
 and its Preferences (read_factory_settings would unload both).
-
-The reference for the animation is `mimic generate` (a subprocess) on the same trimmed audio and
-style: the add-on's compact result (shape keys + keyed weights) must stay within its error
-bound of it at every checked frame, after Blender's depsgraph has evaluated the keys.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import blender_scene as bs  # noqa: E402
-import bpy  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import soundfile  # noqa: E402
-import soxr  # noqa: E402
-from blender_addon import backend_pid, serving  # noqa: E402
-from paths import CHECKPOINT, IO, LINE, ROOT  # noqa: E402
-
-BOUND = 1e-4  # the add-on's default error bound (0.1 mm), model units
-SLACK = 1e-6  # float32 arithmetic in Blender's shape-key mix
-RATE = 16000
-
-try:
-    import aud  # noqa: E402  (Blender's audio module: importable once bpy is)
-except ImportError:  # a bpy built without audio (PyPI's 4.2): the add-on has the backend decode the strip's sound
-    aud = None
-
-
-# ------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def shot(addon, tmp_path_factory) -> Path:
-    """The shot .blend (see blender_scene.build_shot), the speech beside it on a relative path,
-    the Mimic panel set to: style from Ref, frames 1-150."""
-    folder = tmp_path_factory.mktemp("shot")
-    sound = folder / "line01.wav"
-    shutil.copy(LINE, sound)
-    with np.load(IO) as io:
-        template, motion = io["template"].reshape(-1, 3), io["style_motion"].reshape(150, -1, 3)
-    scene = bs.build_shot(template, motion, sound)
-    settings = scene.mimic
-    settings.style_source, settings.style_object = "OBJECT", bpy.data.objects["Ref"]
-    settings.style_start, settings.style_end = bs.STYLE_FRAMES
-    path = folder / "shot.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(path))
-    bpy.ops.file.make_paths_relative()
-    bpy.ops.wm.save_mainfile()
-    assert strip(scene, "Line01").sound.filepath == "//line01.wav"
-    return path
-
-
-@dataclass
-class Expected:
-    """`mimic generate --fps 24` on the shot's trimmed audio, style Ref frames 1-150."""
-    first: int  # scene frame of vertices[0]
-    frames: int  # scene frames the strip plays
-    vertices: np.ndarray  # (T, V, 3) absolute, Head's rest + motion
-    rest: np.ndarray  # (V, 3) Head's rest
-    style: np.ndarray  # (150, V, 3) Ref's evaluated vertices
-    folder: Path
-
-
-@pytest.fixture(scope="session")
-def expected(shot, tmp_path_factory) -> Expected:
-    folder = tmp_path_factory.mktemp("expected")
-    bpy.ops.wm.open_mainfile(filepath=str(shot))
-    scene = bpy.context.scene
-    line = strip(scene, "Line01")
-    assert (line.frame_start, line.frame_final_start) == (bs.STRIP_START, bs.FIRST_FRAME)
-    frames = line.frame_final_end - line.frame_final_start
-    assert line.frame_final_end == bs.STRIP_START + round(7.1 * bs.FPS) - bs.TRIM_END  # the end is trimmed too
-    style = bs.vertices_at(bpy.data.objects["Ref"], range(bs.STYLE_FRAMES[0], bs.STYLE_FRAMES[1] + 1))
-    rest = bs.mesh_vertices(bpy.data.objects["Head"])
-    assert np.abs(style - rest).max() > 1e-3  # Ref really moves
-
-    # The audio cut as the add-on must cut it: what the strip plays (the file is 16 kHz mono).
-    samples, rate = soundfile.read(shot.parent / "line01.wav", dtype="float32")
-    assert rate == RATE
-    start = round(bs.TRIM_START / bs.FPS * RATE)
-    soundfile.write(folder / "speech.wav", samples[start:start + round(frames / bs.FPS * RATE)], RATE, subtype="FLOAT")
-    np.save(folder / "style.npy", style)
-    np.save(folder / "template.npy", rest)
-    vertices = mimic_generate(folder, folder / "speech.wav")
-    assert frames - 1 <= len(vertices) <= frames
-    return Expected(bs.FIRST_FRAME, frames, vertices, rest, style, folder)
-
-
-def mimic_generate(folder: Path, audio: Path) -> np.ndarray:
-    """`mimic generate --fps 24` of `audio` with folder's style.npy and template.npy: (T, V, 3)."""
-    out = audio.with_suffix(".npy")
-    done = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", str(CHECKPOINT),
-                           "--audio", str(audio), "--style", str(folder / "style.npy"),
-                           "--template", str(folder / "template.npy"), "--out", str(out),
-                           "--fps", str(bs.FPS)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return np.load(out)
-
-
-@pytest.fixture
-def scene(addon, shot):
-    """A fresh copy of the shot, Head active; the Preferences as the session set them."""
-    bpy.ops.wm.open_mainfile(filepath=str(shot))
-    assert addon.prefs.checkpoint == str(CHECKPOINT)
-    return bpy.context.scene
-
-
-# ------------------------------------------------------------------------------------- helpers
-
-
-def strip(scene, name):
-    return next(s for s in all_strips(scene) if s.name == name)
-
-
-def all_strips(scene):
-    editor = scene.sequence_editor
-    return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
-
-
-def stop_backend(session) -> None:
-    """session.stop(), then check the backend process is gone (not some other test's)."""
-    pid = backend_pid(session)
-    session.stop()
-    assert session._backend is None
-    assert pid is None or not serving(pid), f"backend {pid} is still running"
-
-
-def speaker_style(**options) -> None:
-    """The button, headless (bpy.app.background: execute runs synchronously)."""
-    assert bpy.app.background
-    assert bpy.ops.mimic.speaker_style(**options) == {"FINISHED"}
-
-
-def checked_frames(expected: Expected) -> list[int]:
-    """Before the strip, its first frames, the middle, its last frames, after it."""
-    first, last = expected.first, expected.first + min(expected.frames, len(expected.vertices)) - 1
-    return [1, first - 1, first, first + 1, first + expected.frames // 2, last - 1, last, expected.first +
-            expected.frames, 219]
-
-
-def assert_animation(obj, expected: Expected, scale: float = 1.0) -> None:
-    """obj's evaluated vertices match `mimic generate` (its rest and offsets ×scale) within the
-    bound at checked_frames; outside the strip obj rests."""
-    rest = expected.rest * scale
-    frames = checked_frames(expected)
-    for frame, got in zip(frames, bs.vertices_at(obj, frames)):
-        i = frame - expected.first
-        inside = 0 <= i < expected.frames
-        want = rest + (expected.vertices[i] - expected.rest) * scale if inside else rest
-        error = np.linalg.norm(got - want, axis=1).max()
-        assert error <= (BOUND + SLACK) * scale, f"frame {frame}: {error:.3g} from mimic generate"
-        if inside and i > 0:
-            assert np.abs(got - rest).max() > 10 * BOUND * scale, f"frame {frame} does not move"
-
-
-def assert_untouched(obj, rest: np.ndarray) -> None:
-    assert bs.shape_key_names(obj) == []
-    assert bs.shape_key_action(obj) is None
-    assert "mimic_result" not in obj.data
-    assert np.array_equal(bs.mesh_vertices(obj), rest)
-    assert np.array_equal(bs.vertices_at(obj, [40])[0], rest)
-
-
-def style_code(item) -> list[float]:
-    """A library style's code, as the .blend stores it."""
-    return json.loads(item.code)
-
-
-def mimic_actions() -> list[str]:
-    return sorted(action.name for action in bpy.data.actions if action.get("mimic"))
-
-
-def object_style(addon):
-    return addon.job.Style(object=bpy.data.objects["Ref"], frames=bs.STYLE_FRAMES)
-
-
-# ---------------------------------------------------------------------------------------- tests
+import blender_scene as bs
+import bpy
+import numpy as np
+import pytest
+import soundfile
+import soxr
+from blender_addon import backend_pid, serving
+from blender_shot import (
+    BOUND,
+    SLACK,
+    assert_animation,
+    assert_untouched,
+    aud,
+    checked_frames,
+    mimic_actions,
+    mimic_generate,
+    object_style,
+    speaker_style,
+    stop_backend,
+    strip,
+)
+from paths import CHECKPOINT, LINE
 
 
 def test_button_animates_the_head_like_mimic_generate(addon, scene, expected):
@@ -242,6 +90,7 @@ def test_either_decoder_gives_the_same_animation(addon, scene, expected, shot, d
     assert not [f.name for f in addon.session._backend.workdir.iterdir() if "sound" in f.name or "audio" in f.name]
 
 
+@pytest.mark.slow  # a `mimic generate` process for each rate
 @pytest.mark.parametrize("rate", [22050, 44100, 48000])
 def test_a_recording_at_any_rate_animates_as_mimic_generate_reads_the_file(addon, scene, expected, tmp_path, rate):
     """The strip (trimmed, starting at frame 30) plays a recording at `rate`: the add-on reads it at that
@@ -420,133 +269,3 @@ def test_backend_killed_mid_run_then_restarted(addon, scene, expected):
     assert_animation(head, expected)
     stop_backend(addon.session)
 
-
-def test_baked_samples_animate_like_keyframes(addon, scene, expected):
-    head = bpy.data.objects["Head"]
-    addon.prefs.curves = "SAMPLES"
-    try:
-        speaker_style()
-    finally:
-        addon.prefs.curves = "AUTO"
-    curves = bs.shape_key_fcurves(head)
-    assert curves and all(len(c.keyframe_points) == 0 and len(c.sampled_points) > expected.frames for c in curves)
-    assert_animation(head, expected)
-    assert not addon.settings.sampled("AUTO", (expected.frames, 40))  # a short shot keeps editable keys
-    assert addon.settings.sampled("AUTO", (18000, 44)) and not addon.settings.sampled("KEYS", (18000, 44))
-
-
-def test_centimetre_head_gets_centimetre_motion(addon, scene, expected):
-    head = bpy.data.objects["Head"]
-    head.data.vertices.foreach_set("co", (expected.rest * 100).astype(np.float32).ravel())
-    head.data.update()
-    assert addon.prefs.units == "AUTO"
-    speaker_style()
-    assert_animation(head, expected, scale=100.0)
-
-
-@pytest.mark.parametrize("kind", ["npz", "npy"])
-def test_style_file_gives_the_object_styles_animation(addon, scene, expected, tmp_path, kind):
-    path = tmp_path / f"style.{kind}"
-    if kind == "npz":
-        np.savez(path, vertices=expected.style, template=expected.rest)
-    else:
-        np.save(path, expected.style - expected.rest)  # offsets
-    scene.mimic.style_source, scene.mimic.style_file = "FILE", str(path)
-    speaker_style()
-    assert_animation(bpy.data.objects["Head"], expected)
-
-
-def test_style_library_capture_use_rename_delete(addon, scene, expected):
-    head, settings = bpy.data.objects["Head"], scene.mimic
-    assert bpy.ops.mimic.capture_style(name="Calm") == {"FINISHED"}
-    assert [s.name for s in settings.styles] == ["Calm"] and settings.style_index == 0
-    calm = settings.styles[0]
-    assert len(style_code(calm)) == addon.session._backend.facts["model"]["style_dim"]
-    assert calm.source == "Ref frames 1-150" and calm.checkpoint == str(CHECKPOINT)
-
-    # The library style animates as the object it was captured from.
-    settings.style_source = "LIBRARY"
-    settings.style_object = None  # not used any more
-    speaker_style()
-    assert_animation(head, expected)
-
-    # Renamed: found by its new name (the panel, and `--style NAME` of the batch command).
-    calm.name = "Calm speech"
-    assert addon.operators.style_from_scene(scene).label == "Calm speech"
-    args = addon.batch.parser().parse_args(["shot.blend", "--target", "Head", "--style", "Calm speech", "--save", "x"])
-    assert addon.batch.style_from_args(args, scene).code == style_code(calm)
-
-    # Delete: the active one goes, the selection stays in the list.
-    settings.style_source, settings.style_object = "OBJECT", bpy.data.objects["Ref"]
-    settings.style_end = 75
-    assert bpy.ops.mimic.capture_style(name="Short") == {"FINISHED"}
-    assert bpy.ops.mimic.capture_style(name="Short again") == {"FINISHED"}
-    assert [s.name for s in settings.styles] == ["Calm speech", "Short", "Short again"]
-    assert settings.style_index == 2
-    assert bpy.ops.mimic.style_remove() == {"FINISHED"}
-    assert [s.name for s in settings.styles] == ["Calm speech", "Short"] and settings.style_index == 1
-    settings.style_index = 0
-    assert bpy.ops.mimic.style_remove() == {"FINISHED"}
-    assert [s.name for s in settings.styles] == ["Short"] and settings.style_index == 0
-    assert bpy.ops.mimic.style_remove() == {"FINISHED"}
-    assert len(settings.styles) == 0 and not bpy.ops.mimic.style_remove.poll()
-    settings.style_source = "LIBRARY"
-    with pytest.raises(RuntimeError, match="the style library is empty"):
-        bpy.ops.mimic.speaker_style()
-
-
-def test_style_mix(addon, scene):
-    settings = scene.mimic
-    assert not bpy.ops.mimic.style_mix.poll()  # needs two styles
-    assert bpy.ops.mimic.capture_style(name="Long") == {"FINISHED"}
-    settings.style_end = 75
-    assert bpy.ops.mimic.capture_style(name="Short") == {"FINISHED"}
-    long, short = style_code(settings.styles[0]), style_code(settings.styles[1])
-    assert long != short
-    for weight, want in [(0.0, long), (1.0, short), (0.25, [0.75 * a + 0.25 * b for a, b in zip(long, short)])]:
-        settings.style_index, settings.mix_with, settings.mix_weight = 0, "Short", weight
-        assert bpy.ops.mimic.style_mix() == {"FINISHED"}
-        mixed = settings.styles[settings.style_index]
-        assert settings.style_index == len(settings.styles) - 1
-        assert style_code(mixed) == pytest.approx(want, rel=0, abs=1e-12) and mixed.name == f"Long + Short {weight:.2f}"
-        assert mixed.checkpoint == str(CHECKPOINT)
-    assert style_code(settings.styles[2]) == long and style_code(settings.styles[3]) == short  # exactly
-
-
-BATCH_MODULE = [sys.executable, "-m", "mimic_blender.batch"]
-# No blender binary here: `blender --command mimic ...` runs the add-on's registered
-# cli_command; call that function as Blender would: after register(), before unregister().
-BATCH_COMMAND = [sys.executable, "-c", "import sys, mimic_blender; mimic_blender.register(); "
-                 "assert mimic_blender._cli_command is not None; "
-                 "status = mimic_blender.batch.cli_command(sys.argv[1:]); "
-                 "mimic_blender.unregister(); sys.exit(status)"]
-
-
-@pytest.mark.slow  # Blender subprocesses
-@pytest.mark.parametrize("command", [BATCH_MODULE, BATCH_COMMAND], ids=["python -m", "cli_command"])
-def test_batch(addon, shot, expected, tmp_path, command):
-    out = tmp_path / "out" / "shot-animated.blend"
-    out.parent.mkdir()
-    args = [str(shot), "--target", "Head", "--strip", "Line01", "--style-object", "Ref", "--style-frames", "1-150",
-            "--checkpoint", str(CHECKPOINT), "--python", sys.executable, "--save", str(out)]
-
-    not_a_blend = tmp_path / "notes.blend"
-    not_a_blend.write_text("not a .blend")
-    for bad, error in [([*args[:2], "Missing", *args[3:]], "no object named 'Missing'"),
-                       ([str(not_a_blend), *args[1:]], f"cannot open {not_a_blend}: File format is not supported")]:
-        failed = subprocess.run(command + bad, capture_output=True, text=True, cwd=ROOT, timeout=300)
-        assert failed.returncode == 1, failed.stderr
-        lines = [line for line in failed.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith(f"mimic: error: {error}"), failed.stderr
-        assert not out.exists()
-
-    done = subprocess.run(command + args, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[-1].startswith(f"mimic: saved {out}: ") and "on 'Head' from 'Line01'" in done.stderr
-    assert "mimic: Generating " in done.stderr  # progress
-    bpy.ops.wm.open_mainfile(filepath=str(out))
-    head = bpy.data.objects["Head"]
-    assert all(name.startswith("Mimic.") for name in bs.shape_key_names(head)[1:]) and mimic_actions() == \
-        ["Mimic Line01"]
-    assert Path(bpy.path.abspath(strip(bpy.context.scene, "Line01").sound.filepath)).is_file()  # remapped
-    assert_animation(head, expected)

@@ -233,9 +233,9 @@ def test_retarget_an_existing_animation(demo_model, world, model_motion, tmp_pat
     demo_model.character.place_landmarks(bpy.context, char, world[3])
     shot, out = tmp_path / "animated.blend", tmp_path / "out.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(shot))
-    done = subprocess.run([*RETARGET[form], str(shot), "--source", "ModelHead", "--character", "Char", "--mode", mode,
-                           "--frames", "1-180", "--save", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+    done = subprocess.run([*RETARGET[form], str(shot), "--source", "ModelHead", "--character", "Char",
+                           "--character-mode", mode, "--frames", "1-180", "--save", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "mimic: saved" in done.stderr.splitlines()[-1]
     bpy.ops.wm.open_mainfile(filepath=str(out))
@@ -245,7 +245,8 @@ def test_retarget_an_existing_animation(demo_model, world, model_motion, tmp_pat
     error, rms = rms_error(local_offsets(char, FRAMES), truth, lips_of(world[1]))
     assert error <= (0.35 if mode == "dense" else 0.8) * rms, f"{error:.3g} cm from the truth (RMS {rms:.3g} cm)"
 
-    missing = subprocess.run([*RETARGET[form], str(shot), "--source", "Nobody", "--character", "Char", "--mode", mode,
-                              "--save", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    missing = subprocess.run([*RETARGET[form], str(shot), "--source", "Nobody", "--character", "Char",
+                              "--character-mode", mode, "--save", str(out)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert (missing.returncode == 1
             and missing.stderr.strip().splitlines()[-1] == "mimic: error: no object named 'Nobody'")

@@ -89,6 +89,9 @@ def convert_then_generate(work: Path) -> tuple[subprocess.CompletedProcess, Run]
     return converted, generate(work, "converted", checkpoint=work / "converted")
 
 
+SUBPROCESSES = pytest.mark.slow  # the tests of the `runs` fixture: 16 `mimic` processes
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, ref, tiny_checkpoint) -> dict:
     work = tmp_path_factory.mktemp("cli")
@@ -128,12 +131,14 @@ def max_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b).max())
 
 
+@SUBPROCESSES
 def test_generate_matches_reference(runs, ref):
     out = check_success(runs["demo"])
     assert max_error(out, ref["demo_vertices"]) <= TOL
     assert "200 frames at 25 fps, 64 vertices" in runs["demo"].stderr
 
 
+@SUBPROCESSES
 def test_generate_fps(runs, ref):
     out = check_success(runs["fps 24"])
     assert out.shape == (round(200 * 24 / 25), 64, 3) == (192, 64, 3)
@@ -141,11 +146,13 @@ def test_generate_fps(runs, ref):
     assert "192 frames at 24 fps" in runs["fps 24"].stderr
 
 
+@SUBPROCESSES
 def test_generate_offsets(runs, ref):
     out = check_success(runs["offsets"])
     assert max_error(out, ref["demo_vertices"] - ref["template"].reshape(64, 3)) <= TOL
 
 
+@SUBPROCESSES
 def test_generate_44k_stereo(runs, ref):
     """Any rate and channel count: resampled to 16 kHz mono on the way in."""
     out = check_success(runs["44.1 kHz stereo"])
@@ -160,6 +167,7 @@ def test_generate_44k_stereo(runs, ref):
     assert error < 0.1 * movement, (error, movement)
 
 
+@SUBPROCESSES
 def test_convert_then_generate(runs, ref):
     converted, run = runs["convert"]
     assert converted.returncode == 0, converted.stderr
@@ -170,6 +178,7 @@ def test_convert_then_generate(runs, ref):
     assert max_error(out, ref["demo_vertices"]) <= TOL
 
 
+@SUBPROCESSES
 def test_generate_at_the_fastest_precision(runs, ref):
     import torch
 
@@ -183,6 +192,7 @@ def test_generate_at_the_fastest_precision(runs, ref):
     assert deviation.max() <= (TOL if precision == "fp32" else 0.15 * motion.max()), (deviation.max(), motion.max())
 
 
+@SUBPROCESSES
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input(runs, case):
     run, expected = runs[case], BAD_INPUTS[case][1]

@@ -21,15 +21,10 @@ from mimic import metrics
 from mimic.checkpoint import save_model
 from mimic.cli import main
 from mimic.errors import MimicError
-from mimic.evaluate import (
-    Regions,
-    evaluate,
-    load_regions,
-    save_style_map,
-    transfer_lve,
-    write_report,
-)
+from mimic.evaluate import evaluate, transfer_lve
 from mimic.model import Mimic
+from mimic.regions import Regions, load_regions
+from mimic.report import save_style_map, write_report
 
 V = 64  # vertices of the tiny meshes
 

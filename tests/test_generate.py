@@ -4,7 +4,6 @@ of its audio encoder (the official numbers themselves are test_parity's)."""
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,8 @@ class Stop(Exception):
 
 
 @pytest.fixture(scope="module")
-def speech() -> np.ndarray:
-    with np.load(Path(__file__).parent / "fixtures" / "official_tiny" / "io.npz") as data:
-        return np.tile(data["speech_16k"], 3)
+def speech(ref) -> np.ndarray:
+    return np.tile(ref["speech_16k"], 3)
 
 
 @pytest.fixture

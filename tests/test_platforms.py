@@ -20,7 +20,7 @@ from test_extension import INSTALL
 
 from mimic_blender.core import processes
 from mimic_blender.core.settings import devices
-from mimic_blender.core.setup_backend import torch_builds, venv_python
+from mimic_blender.core.setup_backend import torch_builds, torch_index, venv_python
 
 WINDOWS_PYTHON = r"C:\Users\Jörg Müller\Mimic Projekt\.venv\Scripts\python.exe"
 
@@ -66,6 +66,18 @@ def test_devices_and_torch_builds_per_platform():
     assert devices("darwin", "x86_64") == ["auto", "cpu"]
     assert torch_builds("win32") == torch_builds("linux") == ("cpu", "cuda")
     assert torch_builds("darwin") == ("cpu",)  # the package index's macOS build runs on MPS
+
+
+def test_torch_index_per_build_and_platform(monkeypatch):
+    pin = json.loads((ROOT / "backend" / "torch.json").read_text())
+    monkeypatch.delenv("MIMIC_TORCH_INDEX", raising=False)
+    assert torch_index("cpu", "linux") == pin["linux_cpu_index"] == "https://download.pytorch.org/whl/cpu"
+    assert torch_index("cpu", "win32") is None and torch_index("cpu", "darwin") is None  # PyPI's are CPU builds
+    assert torch_index("cuda", "linux") == torch_index("cuda", "win32") == pin["cuda_index"]
+    monkeypatch.setenv("MIMIC_TORCH_INDEX", "https://mirror.example/torch")
+    assert torch_index("cpu", "win32") == torch_index("cuda", "linux") == "https://mirror.example/torch"
+    monkeypatch.setenv("MIMIC_TORCH_INDEX", "")
+    assert torch_index("cpu", "linux") is None
 
 
 # ------------------------------------------------------------------ a checkout at an awkward path

@@ -7,99 +7,28 @@ Protocol-level misbehaviour (bad JSON, unknown types) is written raw to the proc
 from __future__ import annotations
 
 import json
-import queue
-import sys
-import time
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import paths
 import pytest
 import soundfile
 import soxr
-from paths import TINY
+from paths import LINE
+from service_backend import (
+    CHECKPOINT,
+    RAW_ID,
+    V,
+    code_of,
+    frames_of,
+    raw,
+    reply_to,
+    still_answers,
+    style_of,
+)
 
 from mimic import protocol as p
-from mimic_blender.core.client import Backend
-from mimic_blender.core.errors import BackendError
-
-V = 64  # the tiny checkpoint's vertex count
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
-RAW_ID = 100_000  # ids for raw requests, far from the client's counter
-
-CHECKPOINT = str(paths.CHECKPOINT)
-
-
-@pytest.fixture(scope="module")
-def io() -> dict[str, np.ndarray]:
-    with np.load(TINY / "io.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
-@pytest.fixture(scope="module")
-def s(io):
-    """A started backend; what it answered before `load` is recorded, then the tiny model is loaded."""
-    backend = Backend(sys.executable)
-    facts = backend.start()
-    files = SimpleNamespace()
-    for name, array in [("reference", io["style_motion"].reshape(-1, V, 3) + io["template"].reshape(V, 3)),
-                        ("neutral", io["template"].reshape(V, 3)), ("speech", io["speech_16k"])]:
-        setattr(files, name, str(backend.workdir / f"{name}.npy"))
-        np.save(getattr(files, name), array.astype(np.float32))
-    before_load = {}
-    for kind, fields in [(p.GENERATE, dict(audio=files.speech, style=[0.0] * 32)),
-                         (p.ENCODE_STYLE, dict(vertices=files.reference, neutral=files.neutral)),
-                         (p.READ_AUDIO, dict(path=files.speech, start=0, stop=1))]:
-        try:
-            backend.request(kind, timeout=60, **fields)
-            before_load[kind] = "answered"
-        except BackendError as e:
-            before_load[kind] = e.code
-    loaded = backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu")
-    yield SimpleNamespace(backend=backend, facts=facts, before_load=before_load, loaded=loaded, files=files)
-    backend.stop()
-
-
-def code_of(backend: Backend, kind: str, **fields) -> BackendError:
-    with pytest.raises(BackendError) as info:
-        backend.request(kind, timeout=120, **fields)
-    return info.value
-
-
-def raw(backend: Backend, line: bytes) -> None:
-    backend.process.stdin.write(line + b"\n")
-    backend.process.stdin.flush()
-
-
-def reply_to(backend: Backend, id_, timeout: float = 60.0, skip_progress: bool = True) -> dict:
-    """The next reply with this id, read straight from the client's reply queue."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            message = backend.replies.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if message.get("id") == id_ and not (skip_progress and message["type"] == p.PROGRESS):
-            return message
-    raise AssertionError(f"no reply with id {id_!r} within {timeout} s")
-
-
-def still_answers(backend: Backend) -> None:
-    reply = backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))
-    assert reply["type"] == p.RESULT and reply["model"]["checkpoint"] == CHECKPOINT
-
-
-def style_of(s) -> list[float]:
-    return s.backend.request(p.ENCODE_STYLE, timeout=60, vertices=s.files.reference, neutral=s.files.neutral)["style"]
-
-
-def frames_of(result: dict) -> np.ndarray:
-    mean, basis, weights = (np.load(result[name]) for name in ("mean", "basis", "weights"))
-    assert mean.shape == (V, 3) and basis.shape == (result["k"], V, 3)
-    assert weights.shape == (result["frames"], result["k"])
-    return mean + np.einsum("tk,kvc->tvc", weights.astype(np.float64), basis)
-
+from mimic.checkpoint import load_model, save_model
 
 # ------------------------------------------------------------------------------------ handshake
 
@@ -141,17 +70,17 @@ def test_other_protocol_version_is_refused(s):
 # --------------------------------------------------------------------------------- the happy path
 
 
-def test_encode_style_matches_the_reference_code(s, io):
+def test_encode_style_matches_the_reference_code(s, ref):
     reply = s.backend.request(p.ENCODE_STYLE, timeout=60, vertices=s.files.reference, neutral=s.files.neutral)
     assert reply["frames"] == 150
-    np.testing.assert_allclose(reply["style"], io["style_code"], atol=1e-4)
+    np.testing.assert_allclose(reply["style"], ref["style_code"], atol=1e-4)
 
 
-def test_generate_reproduces_the_demo_within_the_bound(s, io):
+def test_generate_reproduces_the_demo_within_the_bound(s, ref):
     progress = []
     result = s.backend.request(p.GENERATE, timeout=300, on_progress=lambda *a: progress.append(a),
                                audio=s.files.speech, style=style_of(s))
-    total = len(io["demo_vertices"])
+    total = len(ref["demo_vertices"])
     assert result["frames"] == total == 200 and result["fps"] == 25.0
     assert result["error_bound"] == p.DEFAULT_ERROR_BOUND and 0 <= result["max_error"] <= result["error_bound"]
 
@@ -168,25 +97,25 @@ def test_generate_reproduces_the_demo_within_the_bound(s, io):
     for name in ("mean", "basis", "weights"):
         assert Path(result[name]).parent == s.backend.workdir and Path(result[name]).is_file()
 
-    frames = frames_of(result) + io["template"].reshape(V, 3)
-    errors = np.linalg.norm(frames - io["demo_vertices"], axis=-1)
+    frames = frames_of(result) + ref["template"].reshape(V, 3)
+    errors = np.linalg.norm(frames - ref["demo_vertices"], axis=-1)
     assert errors.max() <= result["error_bound"] + 1e-5
 
 
-def test_a_looser_bound_gives_fewer_shapes_still_within_it(s, io):
+def test_a_looser_bound_gives_fewer_shapes_still_within_it(s, ref):
     style = style_of(s)
     tight = s.backend.request(p.GENERATE, timeout=300, audio=s.files.speech, style=style, error_bound=1e-4)
     loose = s.backend.request(p.GENERATE, timeout=300, audio=s.files.speech, style=style, error_bound=0.05)
     assert loose["k"] < tight["k"]
     assert tight["mean"] != loose["mean"]  # every result has files of its own
-    frames = frames_of(loose) + io["template"].reshape(V, 3)
-    assert np.linalg.norm(frames - io["demo_vertices"], axis=-1).max() <= 0.05 + 1e-5
+    frames = frames_of(loose) + ref["template"].reshape(V, 3)
+    assert np.linalg.norm(frames - ref["demo_vertices"], axis=-1).max() <= 0.05 + 1e-5
     assert loose["max_error"] <= 0.05
 
 
-def test_a_bound_above_all_motion_needs_no_shapes(s, io):
+def test_a_bound_above_all_motion_needs_no_shapes(s, ref):
     path = s.backend.workdir / "one-second.npy"
-    np.save(path, io["speech_16k"][:16000])
+    np.save(path, ref["speech_16k"][:16000])
     style = style_of(s)
     exact = frames_of(s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style, error_bound=1e-6))
     result = s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style, error_bound=1e3)
@@ -215,7 +144,28 @@ def test_bad_checkpoint_is_reported_and_the_backend_stays_usable(s, tmp_path, co
     assert len(style_of(s)) == 32
 
 
-def test_style_reference_with_the_wrong_vertex_count(s, io):
+@pytest.mark.parametrize("kind", ["pth", "folder"])
+def test_a_loaded_checkpoint_overwritten_in_place_keeps_serving(s, tmp_path, kind):
+    """Retraining into the same file while a warm backend keeps the model: the backend keeps its own
+    copy (a memory-mapped file cut short under it would kill the process at its next read)."""
+    if kind == "pth":
+        path = weights = tmp_path / "model.pth"
+        path.write_bytes(Path(CHECKPOINT).read_bytes())
+        shutil.copytree(Path(CHECKPOINT).parent / "tiny-wav2vec2", tmp_path / "tiny-wav2vec2")  # its audio model
+    else:
+        path = save_model(load_model(CHECKPOINT), tmp_path / "model")
+        weights = path / "model.safetensors"
+    s.backend.request(p.LOAD, timeout=120, checkpoint=str(path), device="cpu")
+    want = s.backend.request(p.GENERATE, timeout=120, audio=s.files.speech, style=style_of(s), error_bound=1e-7)
+    with open(weights, "r+b") as f:  # in place: the same file, cut to nothing, then other bytes
+        f.truncate(0)
+        f.write(b"retraining..." * 1000)
+    got = s.backend.request(p.GENERATE, timeout=120, audio=s.files.speech, style=style_of(s), error_bound=1e-7)
+    assert np.abs(frames_of(got) - frames_of(want)).max() <= 1e-6
+    s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu")
+
+
+def test_style_reference_with_the_wrong_vertex_count(s, ref):
     path = s.backend.workdir / "wrong-topology.npy"
     np.save(path, np.zeros((10, V + 1, 3), np.float32))
     e = code_of(s.backend, p.ENCODE_STYLE, vertices=str(path), neutral=s.files.neutral)
@@ -225,8 +175,8 @@ def test_style_reference_with_the_wrong_vertex_count(s, io):
 # ------------------------------------------------------------------------------------ read_audio
 
 
-def test_read_audio_cuts_a_16k_wav_exactly(s, io):
-    speech = io["speech_16k"].astype(np.float32)
+def test_read_audio_cuts_a_16k_wav_exactly(s, ref):
+    speech = ref["speech_16k"].astype(np.float32)
     path = s.backend.workdir / "speech.wav"
     soundfile.write(path, speech, 16000, subtype="FLOAT")
     reply = s.backend.request(p.READ_AUDIO, timeout=60, path=str(path), start=1234, stop=40_000)
@@ -242,7 +192,7 @@ def test_read_audio_cuts_a_16k_wav_exactly(s, io):
 
 def test_read_audio_mixes_and_resamples_other_files(s):
     """Real speech as a 44.1 kHz stereo FLAC (the channels at different levels) -> 16 kHz mono again."""
-    speech, rate = soundfile.read(LIBRIVOX, dtype="float64")
+    speech, rate = soundfile.read(LINE, dtype="float64")
     assert rate == 16000
     high = soxr.resample(speech, 16000, 44100, quality="HQ")
     path = s.backend.workdir / "speech.flac"
@@ -332,164 +282,3 @@ def test_cancel_needs_an_integer_target(s, target):
     reply = reply_to(s.backend, RAW_ID + 1)
     assert reply["type"] == p.ERROR and reply["code"] == p.BAD_REQUEST
     still_answers(s.backend)
-
-
-# ------------------------------------------------------------------------------------------ cancel
-
-
-@pytest.fixture(scope="module")
-def long_speech(s, io):
-    """60 s of speech (the fixture tiled): 1500 frames, 11 windows."""
-    path = s.backend.workdir / "long-speech.npy"
-    np.save(path, np.tile(io["speech_16k"], 8)[:60 * 16000])
-    return str(path)
-
-
-def test_cancel_ends_a_generate_between_windows(s, long_speech):
-    progress, started = [], time.monotonic()
-    with pytest.raises(BackendError) as info:
-        s.backend.request(p.GENERATE, timeout=300, on_progress=lambda *a: progress.append(a),
-                          cancelled=lambda: bool(progress), audio=long_speech, style=style_of(s))
-    assert info.value.code == p.CANCELLED
-    assert progress and progress[-1][0] < progress[-1][1] == 1500  # stopped before the end
-    assert time.monotonic() - started < 60
-    still_answers(s.backend)
-
-
-def test_cancel_asked_before_the_generate_runs_still_stops_it(s, long_speech):
-    """The client holds the cancel until the generate is running, where the backend honours it."""
-    progress = []
-    with pytest.raises(BackendError) as info:
-        s.backend.request(p.GENERATE, timeout=300, on_progress=lambda *a: progress.append(a),
-                          cancelled=lambda: True, audio=long_speech, style=[0.0] * 32)
-    assert info.value.code == p.CANCELLED and progress[-1][0] < 1500
-    still_answers(s.backend)
-
-
-def test_cancel_reply_says_whether_it_hit(s, long_speech):
-    style = style_of(s)
-    before = set(s.backend.workdir.glob("result-*"))
-    gen, cancel = RAW_ID + 10, RAW_ID + 11
-    raw(s.backend, p.encode(p.request(p.GENERATE, gen, audio=long_speech, style=style)).strip())
-    first = reply_to(s.backend, gen, skip_progress=False)
-    assert first["type"] == p.PROGRESS and first["done"] == 0 and first["total"] == 1500
-    raw(s.backend, p.encode(p.request(p.CANCEL, cancel, target=gen)).strip())
-    assert reply_to(s.backend, cancel) == p.result(cancel, cancelled=True)
-    end = reply_to(s.backend, gen)
-    assert end["type"] == p.ERROR and end["code"] == p.CANCELLED
-    assert set(s.backend.workdir.glob("result-*")) == before  # a cancelled generate writes no result
-
-
-
-def test_cancel_of_a_request_not_running_hits_nothing_and_is_forgotten(s, io):
-    style = style_of(s)
-    future = s.backend._next_id + 2  # the id the generate below will get (the cancel takes the one before)
-    assert s.backend.request(p.CANCEL, timeout=30, target=future)["cancelled"] is False
-    path = s.backend.workdir / "short.npy"
-    np.save(path, io["speech_16k"][:16000])
-    result = s.backend.request(p.GENERATE, timeout=120, audio=str(path), style=style)
-    assert result["id"] == future and result["frames"] == 25
-
-
-# ------------------------------------------------------------------------- precision and rates
-
-
-def test_load_with_a_precision(s):
-    import torch
-
-    from mimic.precision import pick_precision
-
-    fast = s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu", precision=p.FAST)
-    assert fast["precision"] == pick_precision(p.FAST, torch.device("cpu"))
-    e = code_of(s.backend, p.LOAD, checkpoint=CHECKPOINT, device="cpu", precision=p.FP16)
-    assert e.code == p.BAD_INPUT and "fp16 runs on CUDA GPUs only" in str(e)
-    assert code_of(s.backend, p.LOAD, checkpoint=CHECKPOINT, precision=16).code == p.BAD_REQUEST
-    assert s.backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(s.backend.workdir))["model"] == \
-        {k: v for k, v in fast.items() if k not in ("type", "id")}  # a failed load keeps the model loaded before
-    exact = s.backend.request(p.LOAD, timeout=120, checkpoint=CHECKPOINT, device="cpu")
-    assert exact["precision"] == p.FP32  # the default, for the tests after this one
-
-
-@pytest.mark.parametrize("rate", [22050, 48000])
-def test_audio_at_its_own_rate_equals_mimic_generate_on_the_file(s, tmp_path, rate):
-    """The add-on sends a strip's samples at their rate; the backend resamples them as `mimic generate`
-    resamples a file."""
-    import subprocess
-
-    speech, _ = soundfile.read(LIBRIVOX, dtype="float64")
-    samples = soxr.resample(speech, 16000, rate, quality="HQ").astype(np.float32)
-    wav, npy = tmp_path / "speech.wav", s.backend.workdir / f"speech-{rate}.npy"
-    soundfile.write(wav, samples, rate, subtype="FLOAT")
-    np.save(npy, samples)
-    for name, array in (("style", np.load(s.files.reference)), ("template", np.load(s.files.neutral))):
-        np.save(tmp_path / f"{name}.npy", array)
-    cli = subprocess.run([sys.executable, "-m", "mimic.cli", "generate", "--checkpoint", CHECKPOINT,
-                          "--audio", str(wav),
-                          "--style", str(tmp_path / "style.npy"), "--template", str(tmp_path / "template.npy"),
-                          "--offsets", "--device", "cpu", "--out", str(tmp_path / "cli.npy")],
-                         capture_output=True, text=True, timeout=300)
-    assert cli.returncode == 0, cli.stderr
-    expected = np.load(tmp_path / "cli.npy")
-    result = s.backend.request(p.GENERATE, timeout=300, audio=str(npy), sample_rate=rate, style=style_of(s),
-                               error_bound=1e-7)
-    assert result["frames"] == len(expected) == len(speech) // 640
-    assert np.abs(frames_of(result) - expected).max() <= 1e-6
-
-
-@pytest.mark.parametrize("rate, code", [("44100", p.BAD_REQUEST), (44100.0, p.BAD_REQUEST), (0, p.BAD_INPUT),
-                                        (10**9, p.BAD_INPUT)])
-def test_sample_rate_must_be_an_audio_rate(s, rate, code):
-    e = code_of(s.backend, p.GENERATE, audio=s.files.speech, style=[0.0] * 32, sample_rate=rate)
-    assert e.code == code and "sample_rate" in str(e)
-
-
-# ------------------------------------------------------------- cancel inside a window, full size
-
-
-@pytest.fixture(scope="module")
-def full_size(tmp_path_factory):
-    """A backend serving the full-size network (random weights, project format) and 12 s of speech."""
-    import torch
-
-    from mimic.checkpoint import save_model
-    from mimic.model import Mimic, MimicConfig
-
-    folder = tmp_path_factory.mktemp("full-size")
-    with torch.device("meta"):
-        model = Mimic(MimicConfig.preset("hdtf"))
-    model = model.to_empty(device="cpu")
-    for parameter in model.parameters():
-        torch.nn.init.normal_(parameter, std=0.02)
-    save_model(model, folder / "model")
-    del model
-    backend = Backend(sys.executable)
-    backend.start()
-    backend.request(p.LOAD, timeout=300, checkpoint=str(folder / "model"), device="cpu")
-    speech, _ = soundfile.read(LIBRIVOX, dtype="float32")
-    audio = backend.workdir / "speech-12s.npy"
-    np.save(audio, np.concatenate([speech, speech])[:12 * 16000])
-    yield backend, str(audio)
-    backend.stop()
-
-
-def test_cancel_is_honoured_inside_the_first_window(full_size):
-    """Cancelled at the first progress inside the first batch of windows, the generate stops at its
-    next check: still encoding that batch (two windows, 290 new frames), nothing generated."""
-    backend, audio = full_size
-    gen, cancel = RAW_ID + 20, RAW_ID + 21
-    raw(backend, p.encode(p.request(p.GENERATE, gen, audio=audio, style=[0.1] * 128)).strip())
-    while (reply := reply_to(backend, gen, timeout=300, skip_progress=False))["done"] == 0:
-        assert reply["type"] == p.PROGRESS and reply["stage"] == p.ENCODING
-    raw(backend, p.encode(p.request(p.CANCEL, cancel, target=gen)).strip())
-    after = []  # the generate's replies from here on, in order, with the cancel's reply among them
-    while not after or after[-1]["type"] == p.PROGRESS or after[-1]["id"] == cancel:
-        message = backend.replies.get(timeout=300)
-        if message["id"] in (gen, cancel):
-            after.append(message)
-    assert after[-1]["type"] == p.ERROR and after[-1]["code"] == p.CANCELLED
-    assert p.result(cancel, cancelled=True) in after
-    progress = [m for m in after if m["type"] == p.PROGRESS]
-    assert all(m["stage"] == p.ENCODING and m["done"] < 290 for m in progress)
-    raced = after[after.index(p.result(cancel, cancelled=True)):]
-    assert len([m for m in raced if m["type"] == p.PROGRESS]) <= 1  # at most one report was under way
-    backend.request(p.HELLO, timeout=30, protocol=p.VERSION, workdir=str(backend.workdir))  # still up

@@ -5,6 +5,7 @@ while it waits. Real `mimic serve` processes throughout."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from paths import CHECKPOINT, IO
 
 from mimic import protocol as p
@@ -83,6 +85,25 @@ def test_prewarm_returns_at_once_and_the_first_job_finds_the_backend_warm():
     assert session._backend.process.pid == pid
     assert [stage for *_, stage in seen][0] == p.ENCODE_STYLE  # no start, no load: it was warm
     assert serving_children() == [pid]
+
+
+def test_a_checkpoint_written_again_is_loaded_again(tmp_path):
+    """Retrained into the same file: the warm backend loads the new model at the next job."""
+    path = tmp_path / "model.pth"
+    path.write_bytes(CHECKPOINT.read_bytes())
+    shutil.copytree(CHECKPOINT.parent / "tiny-wav2vec2", tmp_path / "tiny-wav2vec2")
+    settings = replace(SETTINGS, checkpoint=str(path))
+    first = compute.compute(demo_inputs(), settings)
+    seen = []
+    compute.compute(demo_inputs(), settings, on_progress=lambda *a: seen.append(a))
+    assert p.LOAD not in {stage for *_, stage in seen}  # unchanged: warm
+    state = torch.load(path, weights_only=True)
+    state["model"]["decoder.motion_map_r.bias"] += 0.01  # the output map: every vertex moves
+    torch.save(state, path)
+    seen.clear()
+    again = compute.compute(demo_inputs(), settings, on_progress=lambda *a: seen.append(a))
+    assert p.LOAD in {stage for *_, stage in seen}
+    assert not np.allclose(again.mean, first.mean, atol=1e-3)
 
 
 def test_a_cold_job_reports_every_stage_in_order():

@@ -28,7 +28,9 @@ def made(tmp_path_factory) -> tuple[Path, Path, list[str], Path]:
                              ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build"))
     shutil.copy2(ROOT / "blender_manifest.toml", base / "extension")
     lines: list[str] = []
-    python = setup_backend.setup_backend(base / "venv", source, "cpu", on_line=lines.append)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MIMIC_TORCH_INDEX", "")  # torch from pip's own index (here, the machine's wheels): no network
+        python = setup_backend.setup_backend(base / "venv", source, "cpu", on_line=lines.append)
     return base / "venv", python, lines, source
 
 

@@ -212,6 +212,7 @@ def test_epoch_plan_shards():
 # ----------------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow  # trains
 def test_overfits_a_fixed_batch(dataset):
     """20 Adam steps (lr 1e-3) on one batch bring the total loss down steadily."""
     torch.manual_seed(0)
@@ -235,6 +236,7 @@ def test_overfits_a_fixed_batch(dataset):
     assert np.mean(losses[-5:]) < np.mean(losses[5:10]) < np.mean(losses[:5]), losses
 
 
+@pytest.mark.slow  # trains
 def test_command_end_to_end_and_resume(tmp_path, data_root, dataset):
     """`mimic train --config` writes a model folder load_model reads; 2 steps + 2 resumed steps
     (mid-epoch: an epoch is 4 steps here) give exactly the network of 4 straight steps."""
@@ -276,13 +278,14 @@ def test_command_end_to_end_and_resume(tmp_path, data_root, dataset):
         run(str(straight), None)
 
 
+@pytest.mark.slow  # trains, in two processes
 @pytest.mark.xfail(strict=False, reason="known open bug: in the full suite (not alone) a rank sometimes aborts at exit "
                    "('terminate called without an active exception') after training and saving correctly")
 def test_two_processes_agree(tmp_path, data_root):
     """torchrun, 2 CPU processes, gloo: each logs the checksum of its parameters at the end; they
     agree with each other and with the saved model, which has moved from its start."""
     config = write_config(tmp_path / "ddp.yaml", config_dict(data_root, tmp_path / "run", max_steps=3))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # an abort shows every thread's stack
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "mimic.cli", "train", "--config", str(config)],
                             capture_output=True, text=True, env=env, timeout=120, check=False)

@@ -80,7 +80,8 @@ def variant_config(base: dict, variant: Variant, data: Path, out: Path, steps: i
 def run_variant(variant: Variant, config: dict, dataset, regions, device: torch.device) -> dict:
     """Train (unless done) and evaluate one variant; returns and saves its ablation.json."""
     from .checkpoint import load_model
-    from .evaluate import evaluate, write_report
+    from .evaluate import evaluate
+    from .report import write_report
     from .train import run as train
 
     folder = Path(config["output"])
@@ -258,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, command: str) -> None:
     from .data import open_dataset
-    from .evaluate import load_regions
     from .generate import pick_device
+    from .regions import load_regions
     from .synth.dataset import SynthConfig, write_dataset
 
     started = time.perf_counter()

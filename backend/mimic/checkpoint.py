@@ -69,8 +69,12 @@ OFFICIAL_IGNORED = [
 ]
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mimic:
-    """A Mimic in eval mode from an official `.pth` or a project folder."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", keep: bool = False) -> Mimic:
+    """A Mimic in eval mode from an official `.pth` or a project folder.
+
+    The tensors stay mapped from the file (`.pth` and safetensors alike), read when first used: a
+    quick start for one run. `keep` copies them into the process, for one that keeps the model while
+    the file may be overwritten (`mimic serve`: a mapped file cut short under it would kill it)."""
     path = Path(path)
     if path.is_dir() or path.name in ("config.json", "model.safetensors"):
         model = _load_project(path if path.is_dir() else path.parent)
@@ -78,6 +82,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mimic:
         model = model_from_official(read_official(path), path.parent)
     else:
         raise MimicError(f"checkpoint not found: {path}", p.BAD_CHECKPOINT)
+    if keep:
+        for tensor in model.state_dict(keep_vars=True).values():
+            tensor.data = tensor.data.clone()
     return model.to(device).eval()
 
 

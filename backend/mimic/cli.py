@@ -143,15 +143,16 @@ def run_convert(args) -> None:
 
 
 def run_eval(args) -> None:
-    from .evaluate import load_regions
+    from .regions import load_regions
 
     started = time.perf_counter()
     regions = load_regions(args.regions)  # before the slow imports: a typo fails at once
 
     from .checkpoint import load_model
     from .data import open_dataset
-    from .evaluate import evaluate, format_table, write_report
+    from .evaluate import evaluate
     from .generate import pick_device
+    from .report import format_table, write_report
 
     device = pick_device(args.device)
     out = Path(args.out or f"eval-{args.kind}-{args.split}")

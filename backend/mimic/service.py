@@ -144,7 +144,7 @@ class Service:
         if not isinstance(precision, str):
             raise p.ProtocolError(p.BAD_REQUEST, f"load: field 'precision' must be one of {', '.join(p.PRECISIONS)}")
         pick_precision(precision, device)  # an unsupported choice fails before the slow load
-        model = load_model(checkpoint, device)
+        model = load_model(checkpoint, device, keep=True)
         self.generator = Generator(model, device, precision=precision)
         out = model.decoder.motion_out
         self.subspace = Subspace(out.weight.detach().cpu().numpy(), out.bias.detach().cpu().numpy())

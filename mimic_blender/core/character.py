@@ -164,6 +164,7 @@ def report_line(report: dict) -> str:
     return line + (f": {report['warning']}" if report.get("warning") else "")
 
 
-def quality_line(quality: dict, units: str = "") -> str:
-    return (f"landmarks {quality['landmark_error']:.3g}{units} off, surface {quality['surface_distance']:.3g}{units} "
-            f"away, {quality['face_vertices']} face vertices")
+def quality_line(quality: dict) -> str:
+    """The fit's quality in the character's own units."""
+    return (f"landmarks {quality['landmark_error']:.3g} off, surface {quality['surface_distance']:.3g} away, "
+            f"{quality['face_vertices']} face vertices")

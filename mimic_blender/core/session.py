@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from . import stages
 from .backend_source import protocol as p
@@ -123,6 +124,19 @@ def _stop_if_idle() -> None:
             _lock.release()
 
 
+def file_version(checkpoint: str) -> tuple:
+    """What changes when a checkpoint is written again (a .pth, or a project folder's files): a warm
+    backend holding the old model then loads the new one."""
+    if not checkpoint:
+        return ()
+    path = Path(checkpoint)
+    try:
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    except OSError:  # missing: the load says so
+        return ()
+
+
 def _ready(settings, report, need_model: bool) -> Backend:
     """The live backend for `settings` (the caller holds _lock); a failure to start it or load
     the checkpoint is kept for status()."""
@@ -130,7 +144,7 @@ def _ready(settings, report, need_model: bool) -> Backend:
     try:
         backend = _started(settings, report)
         model = backend.facts.get("model") or {}
-        wanted = (settings.device, settings.precision)
+        wanted = (settings.device, settings.precision, file_version(settings.checkpoint))
         if need_model and (model.get("checkpoint") != settings.checkpoint or model.get("requested") != wanted):
             if not settings.checkpoint:
                 raise BackendError(p.NO_MODEL, "no checkpoint set: choose one in the add-on's Preferences "

@@ -22,7 +22,6 @@ from .processes import clean_env, popen_options
 
 _PIN = json.loads((SOURCE / "torch.json").read_text())  # the one torch pin, install/setup.sh reads it too
 TORCH_VERSION = _PIN["version"]
-TORCH_INDEX = {"cpu": None, "cuda": _PIN["cuda_index"]}
 PACKAGES = ("torch", "transformers", "numpy", "soundfile", "soxr", "safetensors", "scipy", "trimesh", "rtree")
 TAIL_LINES = 15
 
@@ -75,7 +74,7 @@ def setup_backend(venv_dir: Path, backend_src: Path, torch: str = "cpu", on_line
     run("create the environment", [_base_python(), "-m", "venv", str(venv_dir)])
     pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
     run("upgrade pip", [*pip, "--upgrade", "pip"])
-    index = TORCH_INDEX[torch]
+    index = torch_index(torch)
     run(f"install PyTorch {TORCH_VERSION} ({torch})",
         [*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])])
     with tempfile.TemporaryDirectory(prefix="mimic-backend-src-") as tmp:
@@ -94,6 +93,18 @@ def torch_builds(platform: str = sys.platform) -> tuple[str, ...]:
     """The PyTorch builds Set up Backend offers: CUDA on Windows and Linux; on macOS the package
     index's build, which runs on Apple silicon's GPU (MPS)."""
     return ("cpu",) if platform == "darwin" else ("cpu", "cuda")
+
+
+def torch_index(build: str, platform: str = sys.platform) -> str | None:
+    """The package index of a PyTorch build; None: pip's own (PyPI, or the user's pip configuration).
+    PyPI's Linux wheel is the CUDA build (gigabytes of CUDA libraries), so the CPU build on Linux comes
+    from PyTorch's CPU index; PyPI's Windows and macOS wheels are the CPU (macOS: MPS) builds.
+    MIMIC_TORCH_INDEX, when set, replaces it (empty: pip's own), e.g. for a studio's mirror."""
+    if "MIMIC_TORCH_INDEX" in os.environ:
+        return os.environ["MIMIC_TORCH_INDEX"] or None
+    if build == "cuda":
+        return _PIN["cuda_index"]
+    return _PIN["linux_cpu_index"] if platform.startswith("linux") else None
 
 
 def venv_python(venv_dir: Path, platform: str = os.name) -> Path:
