@@ -155,7 +155,6 @@ def role_wav2vec2(audio_file: str) -> None:
     """wav2vec 2.0 base alone (transformers, random weights) on the generator's windows and batches."""
     import soundfile
     import torch
-
     from transformers.models.wav2vec2.configuration_wav2vec2 import Wav2Vec2Config
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model
 

@@ -118,7 +118,7 @@ BAD = {
     "feature norm": ({"feat_extract_norm": "batch"}, r"feat_extract_norm must be group or layer, not 'batch'"),
     "activation": ({"hidden_act": "gelu_new"}, r"hidden_act must be one of gelu, relu, silu, swish"),
     "conv lengths": ({"conv_kernel": [10, 3, 3]}, r"conv_dim, conv_kernel and conv_stride must be lists of one length"),
-    "conv size": ({"conv_dim": [512, 512, 0, 512, 512, 512, 512]}, r"conv_dim\[2\] must be a whole number of at least 1"),
+    "conv size": ({"conv_dim": [512, 512, 0] + [512] * 4}, r"conv_dim\[2\] must be a whole number of at least 1"),
     "heads": ({"num_attention_heads": 5}, r"hidden_size 768 is not divisible by num_attention_heads 5"),
     "adapter": ({"add_adapter": True}, r"adapters"),
 }
