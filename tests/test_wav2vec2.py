@@ -19,8 +19,8 @@ from mimic import protocol as p
 from mimic.checkpoint import load_model, save_model
 from mimic.errors import MimicError
 from mimic.generate import normalise
-from mimic.model import AudioEncoder, Mimic, fit_length
-from mimic.wav2vec2 import DEFAULTS, PUBLISHED, SpeechEncoder, check_geometry, read_geometry, span_mask
+from mimic.model import AudioEncoder, Mimic, MimicConfig, fit_length
+from mimic.wav2vec2 import DEFAULTS, PUBLISHED, SpeechEncoder, full_geometry, read_geometry, span_mask
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 ORACLE = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel)}
@@ -110,11 +110,13 @@ def test_a_hugging_face_folder_reads_as_transformers_reads_it(tmp_path, kind):
         theirs = to_dict(config_class.from_pretrained(tmp_path / folder))
         ours = read_geometry(tmp_path / folder / "config.json")
         assert {k: v for k, v in ours.items() if k != "transformers_version"} == {**theirs, "_name_or_path": ""}
+    short = json.loads((tmp_path / "short" / "config.json").read_text())
+    assert MimicConfig(audio_model=short).audio_model == read_geometry(tmp_path / "short" / "config.json")
 
 
 BAD = {
     "unknown model": ({"model_type": "whisper"}, r"audio_model.model_type must be one of wav2vec2, hubert"),
-    "missing key": ({"conv_dim": None}, r"audio_model lacks conv_dim"),
+    "not a list": ({"conv_dim": 512}, r"conv_dim, conv_kernel and conv_stride must be lists of one length"),
     "feature norm": ({"feat_extract_norm": "batch"}, r"feat_extract_norm must be group or layer, not 'batch'"),
     "activation": ({"hidden_act": "gelu_new"}, r"hidden_act must be one of gelu, relu, silu, swish"),
     "conv lengths": ({"conv_kernel": [10, 3, 3]}, r"conv_dim, conv_kernel and conv_stride must be lists of one length"),
@@ -127,9 +129,8 @@ BAD = {
 @pytest.mark.parametrize("case", BAD)
 def test_a_geometry_it_cannot_build_is_one_clear_error(tmp_path, tiny_config, case):
     change, message = BAD[case]
-    geometry = {k: v for k, v in {**PUBLISHED["facebook/wav2vec2-base-960h"], **change}.items() if v is not None}
     with pytest.raises(MimicError, match=message):
-        check_geometry(geometry)
+        full_geometry({**PUBLISHED["facebook/wav2vec2-base-960h"], **change})
     if case == "heads":  # the same from a model folder's config.json
         folder = save_model(Mimic(tiny_config()), tmp_path / "model")
         text = (folder / "config.json").read_text().replace('"num_attention_heads": 2', '"num_attention_heads": 5')

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import MimicError
-from .wav2vec2 import SpeechEncoder, check_geometry, published_geometry
+from .wav2vec2 import SpeechEncoder, full_geometry, published_geometry
 
 ALIGNMENTS = ("conv", "interpolate", "pair")
 AUDIO_MODEL = "facebook/wav2vec2-base-960h"  # the released Mimic's audio backbone
@@ -53,7 +53,7 @@ class MimicConfig:
     def __post_init__(self):
         if self.alignment not in ALIGNMENTS:
             raise MimicError(f"alignment must be one of {', '.join(ALIGNMENTS)}, not {self.alignment!r}")
-        check_geometry(self.audio_model)
+        self.audio_model = full_geometry(self.audio_model)  # what it leaves out: the defaults of its model_type
         if self.alignment == "conv" and self.fps != 25:
             raise MimicError(f"conv alignment halves 50 Hz audio features: it needs 25 fps, not {self.fps:g}")
         if not 0 < self.overlap < self.window:

@@ -9,7 +9,6 @@ reads 1e-4, without a dot, as a string). Every problem becomes one line that nam
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import typing
 from pathlib import Path
@@ -269,7 +268,7 @@ def _audio_geometry(base: dict, overrides: dict) -> dict:
         if known is not None and value is not None and _category(known) != _category(value):
             raise MimicError(f"model.audio_model.{key} must be {_category(known)} like {known!r}, "
                              f"not {_describe(value)}")
-    return copy.deepcopy({**base, **overrides})
+    return {**base, **overrides}
 
 
 def _category(value) -> str:

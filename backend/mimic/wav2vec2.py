@@ -63,14 +63,6 @@ PUBLISHED = {  # name on the Hugging Face hub -> geometry
     "facebook/wav2vec2-base-960h": {**DEFAULTS["wav2vec2"], "feat_proj_dropout": 0.1},
     "facebook/hubert-base-ls960": DEFAULTS["hubert"],
 }
-# The keys the backbone reads (HuBERT's feat_proj_layer_norm and conv_pos_batch_norm have defaults).
-USED_KEYS = ("model_type", "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm",
-             "feat_extract_activation", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-             "hidden_act", "layer_norm_eps", "do_stable_layer_norm", "num_conv_pos_embeddings",
-             "num_conv_pos_embedding_groups", "apply_spec_augment", "mask_time_prob", "mask_time_length",
-             "mask_time_min_masks", "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks",
-             "layerdrop", "hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
-             "initializer_range")
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu}
 
 
@@ -79,33 +71,16 @@ def published_geometry(name: str) -> dict:
     return copy.deepcopy(PUBLISHED[name])
 
 
-def read_geometry(config_file: Path, code: str = p.BAD_INPUT) -> dict:
-    """The geometry in a Hugging Face folder's config.json: its keys over the defaults of its
-    model_type, as transformers reads it (save_pretrained writes only the keys that differ)."""
-    try:
-        values = json.loads(config_file.read_text())
-        kind = values.get("model_type")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise MimicError(f"{config_file} is not a readable model config ({e})", code) from None
+def full_geometry(values: dict) -> dict:
+    """A geometry's keys over the defaults of its model_type, its derived keys derived, as
+    transformers' config classes read a config (which may hold only the keys that differ).
+    A MimicError names the key the backbone cannot be built from, if any."""
+    if not isinstance(values, dict):
+        raise MimicError(f"audio_model must be a mapping of transformers config keys, not {type(values).__name__}")
+    kind = values.get("model_type")
     if kind not in DEFAULTS:
-        raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(DEFAULTS)}", code)
-    geometry = {**copy.deepcopy(DEFAULTS[kind]), **values}
-    if isinstance(geometry["conv_dim"], list):  # (else check_geometry says what is wrong)
-        geometry["num_feat_extract_layers"] = len(geometry["conv_dim"])  # derived, as transformers derives it
-    if kind == "wav2vec2":
-        geometry["output_hidden_size"] = values.get("output_hidden_size") or geometry["hidden_size"]
-    return geometry
-
-
-def check_geometry(g: dict) -> None:
-    """A MimicError naming the `audio_model` key the backbone cannot be built from, if any."""
-    if not isinstance(g, dict):
-        raise MimicError(f"audio_model must be a mapping of transformers config keys, not {type(g).__name__}")
-    if g.get("model_type") not in DEFAULTS:
-        raise MimicError(f"audio_model.model_type must be one of {', '.join(DEFAULTS)}, not {g.get('model_type')!r}")
-    missing = [key for key in USED_KEYS if key not in g]
-    if missing:
-        raise MimicError(f"audio_model lacks {', '.join(missing)}")
+        raise MimicError(f"audio_model.model_type must be one of {', '.join(DEFAULTS)}, not {kind!r}")
+    g = copy.deepcopy({**DEFAULTS[kind], **values})
     if g["feat_extract_norm"] not in ("group", "layer"):
         raise MimicError(f"audio_model.feat_extract_norm must be group or layer, not {g['feat_extract_norm']!r}")
     for key in ("feat_extract_activation", "hidden_act"):
@@ -115,6 +90,7 @@ def check_geometry(g: dict) -> None:
     if not all(isinstance(c, (list, tuple)) and c for c in convs) or len({len(c) for c in convs}) > 1:
         raise MimicError("audio_model.conv_dim, conv_kernel and conv_stride must be lists of one length, not "
                          f"{', '.join(repr(c) for c in convs)}")
+    g["conv_dim"], g["conv_kernel"], g["conv_stride"] = convs = [list(c) for c in convs]  # as JSON has them
     sizes = {key: g[key] for key in ("hidden_size", "num_attention_heads", "intermediate_size",
                                      "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")}
     sizes.update({f"{key}[{i}]": v for key, c in zip(("conv_dim", "conv_kernel", "conv_stride"), convs)
@@ -127,6 +103,21 @@ def check_geometry(g: dict) -> None:
             raise MimicError(f"audio_model.hidden_size {g['hidden_size']} is not divisible by {divisor} {g[divisor]}")
     if g.get("add_adapter") or g.get("adapter_attn_dim") is not None:
         raise MimicError("audio_model has adapters (add_adapter, adapter_attn_dim), which Mimic does not build")
+    g["num_feat_extract_layers"] = len(g["conv_dim"])
+    if kind == "wav2vec2":
+        g["output_hidden_size"] = values.get("output_hidden_size") or g["hidden_size"]
+    return g
+
+
+def read_geometry(config_file: Path, code: str = p.BAD_INPUT) -> dict:
+    """The full geometry of a Hugging Face folder's config.json."""
+    try:
+        values = json.loads(config_file.read_text())
+        return full_geometry(values)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MimicError(f"{config_file} is not a readable model config ({e})", code) from None
+    except MimicError as e:
+        raise MimicError(f"{config_file}: {e}", code) from None
 
 
 def span_mask(rows: int, length: int, prob: float, span: int, min_spans: int, key: str) -> torch.Tensor:
@@ -304,8 +295,7 @@ class SpeechEncoder(nn.Module):
 
     def __init__(self, geometry: dict):
         super().__init__()
-        check_geometry(geometry)
-        g = geometry
+        g = full_geometry(geometry)
         self.model_type = g["model_type"]
         hubert = self.model_type == "hubert"
         self.feature_extractor = FeatureEncoder(g)
