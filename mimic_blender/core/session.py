@@ -56,7 +56,7 @@ def status() -> str:
         return f"Backend failed: {_problem}"
     if _backend is not None and _backend.alive:
         model = _backend.facts.get("model")
-        where = f" on {model['device']}" if model else ", no model loaded"
+        where = f" on {model['device']}, audio encoder in {model['precision']}" if model else ", no model loaded"
         return f"Backend ready: torch {_backend.facts['torch']}{where}"
     return "Backend not running"
 
