@@ -85,6 +85,17 @@ def test_prewarm_returns_at_once_and_the_first_job_finds_the_backend_warm():
     assert serving_children() == [pid]
 
 
+def test_a_new_precision_is_loaded_ahead_of_the_click():
+    session.prewarm(SETTINGS)
+    wait_until(warm)
+    fast = replace(SETTINGS, precision=p.FAST)
+    session.prewarm(fast)  # the Preferences' Precision changed, and the panel is drawn
+    wait_until(lambda: warm() and session._backend.facts["model"]["requested"] == ("cpu", p.FAST), 60)
+    seen = []
+    compute.compute(demo_inputs(), fast, on_progress=lambda *a: seen.append(a))
+    assert p.LOAD not in {stage for *_, stage in seen}
+
+
 def test_a_cold_job_reports_every_stage_in_order():
     seen = []
     compute.compute(demo_inputs(), SETTINGS, on_progress=lambda *a: seen.append(a))

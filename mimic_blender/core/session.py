@@ -41,7 +41,7 @@ def prewarm(settings, again: bool = False) -> None:
     Once per settings (a failure is not retried on every redraw, an idle stop not undone) unless
     `again`."""
     global _prewarmed
-    key = (settings.python, settings.checkpoint, settings.device)
+    key = (settings.python, settings.checkpoint, settings.device, settings.precision)
     if key == _prewarmed and not again:
         return
     _prewarmed = key
