@@ -240,10 +240,10 @@ def character(window, area, region):
     dense = bs.vertices_at(char, frames[::4])
     np.save(OUT / "character_dense.npy", dense)
 
-    active_strip("Long")  # Esc during a character job, while the backend generates
+    active_strip("Long")  # Esc during a character job, while the backend encodes the audio
     R["character_esc"] = {"invoke": press(window, area, region)}
-    R["character_esc"]["generating_after"] = yield from until(
-        lambda: wm.mimic_status.startswith("Generating") and wm.mimic_progress > 0, 120)
+    R["character_esc"]["encoding_after"] = yield from until(
+        lambda: wm.mimic_status.startswith("Encoding the audio") and wm.mimic_progress > 0, 120)
     R["character_esc"]["status"] = wm.mimic_status
     R["character_esc"].update((yield from escape(window)))
     action = bs.shape_key_action(char)
