@@ -85,6 +85,7 @@ class Carried:
     outputs: Outputs | KeyOutputs
     fit: bytes | None = None
     quality: dict | None = None
+    precision: str | None = None  # Outputs.precision of the model head's result (None: a retarget, no model ran)
 
 
 def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pending: dict,
@@ -97,7 +98,7 @@ def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pendin
     made, quality = ensure_fit(character, settings, pending, on_progress)
     outputs = compute(inputs, settings, on_progress, cancelled)
     check_cancelled(cancelled)  # Esc'd: the backend is free at once
-    return Carried(onto(outputs, character, settings), made, quality)
+    return Carried(onto(outputs, character, settings), made, quality, outputs.precision)
 
 
 def ensure_fit(character: CharacterInputs, settings: Settings, pending: dict,
@@ -143,7 +144,7 @@ def _onto(backend, outputs: Outputs, character: CharacterInputs) -> Outputs | Ke
             result = backend.request(p.TRANSFER, fit=fit_path, mean=mean, basis=basis, space="local")
             files += [result["mean"], result["basis"]]
             return Outputs(np.load(result["mean"]), np.load(result["basis"]), outputs.tracks, outputs.max_error,
-                           outputs.style_code)
+                           outputs.style_code, outputs.precision)
         if not character.key_names:
             raise JobError(f"'{character.name}' has none of the chosen shape keys")
         keys = _save(backend, "key_offsets", character.key_offsets)
