@@ -61,17 +61,21 @@ def _fit_file(backend, fit: bytes) -> str:
     return str(path)
 
 
-def fit(settings: Settings, model: Mesh, character: Mesh,
-        landmarks: dict[str, list[float]] | None) -> tuple[bytes, dict]:
+def fit(settings: Settings, model: Mesh, character: Mesh, landmarks: dict[str, list[float]] | None,
+        on_progress: Callable | None = None, cancelled: Callable[[], bool] | None = None) -> tuple[bytes, dict]:
     """Fit the model head (its rest shape in its own space: the space of its motion) onto the
     character (world space). Landmarks: {name: world point}, or None to find them. Returns the
-    fit's bytes and its quality numbers (character units), with the landmarks it used."""
-    with session.use(settings, need_model=False) as backend:
+    fit's bytes and its quality numbers (character units), with the landmarks it used.
+    `on_progress(done, total, stage)` and `cancelled()` as for compute: a cancel is honoured while
+    waiting for the backend; the fit itself, once sent, runs to its end and its result is dropped."""
+    with session.use(settings, on_progress, cancelled, need_model=False) as backend:
+        if on_progress is not None:
+            on_progress(0, 0, p.FIT_CHARACTER)
         files = {name: _save(backend, name, array) for name, array in (
             ("model_vertices", model.vertices), ("model_faces", model.triangles),
             ("character_vertices", character.vertices), ("character_faces", character.triangles))}
-        result = backend.request(p.FIT_CHARACTER, landmarks=landmarks, character_matrix=character.matrix.tolist(),
-                                 **files)
+        result = backend.request(p.FIT_CHARACTER, cancelled=cancelled, landmarks=landmarks,
+                                 character_matrix=character.matrix.tolist(), **files)
     path = Path(result["fit"])
     try:
         return path.read_bytes(), {**result["quality"], "landmarks": result["landmarks"]}
@@ -106,9 +110,7 @@ def ensure_fit(character: CharacterInputs, settings: Settings, pending: dict,
     """Fit the character from `pending` when it has no fit yet: (the new fit, its quality), else (None, None)."""
     if character.fit is not None:
         return None, None
-    if on_progress is not None:
-        on_progress(0, 1, "Fitting the character")
-    character.fit, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"])
+    character.fit, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"], on_progress)
     return character.fit, quality
 
 

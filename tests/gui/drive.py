@@ -29,7 +29,8 @@ def view3d():
 
 
 def running(window) -> bool:
-    return any("speaker_style" in op.bl_idname.lower() for op in window.modal_operators)
+    """Whether a Mimic operator (the button, Fit to Character) runs modal in the window."""
+    return any(op.bl_idname.lower().startswith("mimic") for op in window.modal_operators)
 
 
 def idle_model() -> dict | None:

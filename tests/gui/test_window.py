@@ -221,7 +221,9 @@ def test_the_character_box_shows_what_a_user_needs(report):
 
 def test_fit_to_character_in_the_window(report):
     fit = report["fit"]
-    assert fit["invoke"] == ["FINISHED"] and fit["preview"] and fit["landmarks"] >= 4  # found, placed as empties
+    assert fit["invoke"] == ["RUNNING_MODAL"] and fit["seconds"] is not None  # the window went on meanwhile
+    assert "Fitting the character" in fit["statuses"]  # what the bar said
+    assert fit["preview"] and fit["landmarks"] >= 4  # found, placed as empties
     quality = fit["quality"]
     assert quality["model"] == "ModelHead" and quality["character_vertices"] == len(imported_character().vertices)
     assert quality["surface_distance"] < 0.5  # cm (the character's units), as the bpy test bounds it

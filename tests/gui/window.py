@@ -218,9 +218,10 @@ def character(window, area, region):
     box = crop(screenshot("character_box"), window, region)
     R["character"].update(drawn=R["drawn"], difference=float(np.abs(box - model_panel).mean()))
 
-    start = time.monotonic()
-    R["fit"] = {"invoke": press(window, area, region, "fit_character")}  # synchronous: the window waits
-    R["fit"]["seconds"] = time.monotonic() - start
+    samples = []
+    R["fit"] = {"invoke": press(window, area, region, "fit_character")}  # modal: the window goes on
+    R["fit"]["seconds"] = yield from watch(window, samples)
+    R["fit"]["statuses"] = sorted({status for *_, status in samples})
     region.tag_redraw()
     yield 0.5
     collection = bpy.data.collections.get("Mimic Landmarks: Char")
