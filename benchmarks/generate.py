@@ -11,8 +11,9 @@ N(0, 2e-4) so that every frame feeds the next and vertices move by up to about a
 1. Whole processes, timed from start to exit: `mimic generate` (fp32, and `--precision fast`);
    the official loop (start-up as this project had it before: the transformers namespace, a
    randomly initialised network, the whole file read; then per window the audio encoder alone and
-   the official decoder that re-runs the whole prefix at every frame); wav2vec 2.0 base alone on
-   the same windows, batched as the generator batches them (timed inside its process, warmed up).
+   the official decoder that re-runs the whole prefix at every frame); wav2vec 2.0 base alone
+   (transformers' Wav2Vec2Model) on the same windows, batched as the generator batches them (timed
+   inside its process, warmed up).
 2. Precision: the generator (audio encoder + decoder) at every precision this machine supports,
    against fp32: time and the largest vertex deviation.
 3. Cancel: a real `mimic serve`, a 60 s generate cancelled in each stage; seconds from the cancel
@@ -154,13 +155,14 @@ def role_wav2vec2(audio_file: str) -> None:
     """wav2vec 2.0 base alone (transformers, random weights) on the generator's windows and batches."""
     import soundfile
     import torch
+    from transformers.models.wav2vec2.configuration_wav2vec2 import Wav2Vec2Config
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model
 
     from mimic.generate import BATCH_WINDOWS, batches, normalise, plan_windows
-    from mimic.model import MimicConfig, audio_backbone
+    from mimic.model import MimicConfig
 
     c = MimicConfig()
-    config_class, model_class = audio_backbone("wav2vec2")
-    model = model_class(config_class.from_dict(c.audio_model)).eval()
+    model = Wav2Vec2Model(Wav2Vec2Config.from_dict(c.audio_model)).eval()
     audio = soundfile.read(audio_file, dtype="float32")[0]
     step = c.samples_per_frame
     windows = plan_windows(len(audio) // step, c.window, c.overlap)

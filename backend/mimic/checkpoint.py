@@ -21,14 +21,10 @@ from safetensors.torch import load_file, save_file
 
 from . import protocol as p
 from .errors import MimicError
-from .model import AUDIO_BACKBONES, Mimic, MimicConfig, audio_backbone, wav2vec2_base_geometry
+from .model import Mimic, MimicConfig
+from .wav2vec2 import PUBLISHED, published_geometry, read_geometry
 
 FORMAT_NAME, FORMAT_VERSION = "mimic", 1
-
-BUILTIN_AUDIO_MODELS = {
-    "facebook/wav2vec2-base-960h": wav2vec2_base_geometry,
-    "facebook/hubert-base-ls960": lambda: audio_backbone("hubert")[0]().to_dict(),
-}
 
 # Official state-dict name -> ours; anchored patterns, first match wins.
 OFFICIAL_RENAMES = [
@@ -189,20 +185,15 @@ def config_from_official(params: dict, base_dir: Path) -> MimicConfig:
 def resolve_audio_model(name: str, base_dir: Path) -> dict:
     """Geometry of the audio backbone: built in for the published models, else a local
     Hugging Face folder (its config.json; weights come from the Mimic checkpoint)."""
-    if name in BUILTIN_AUDIO_MODELS:
-        return BUILTIN_AUDIO_MODELS[name]()
+    if name in PUBLISHED:
+        return published_geometry(name)
     candidates = [base_dir / name, Path(name)]
     for folder in candidates:
         config_file = folder / "config.json"
         if config_file.is_file():
-            geometry = json.loads(config_file.read_text())
-            kind = geometry.get("model_type")
-            if kind not in AUDIO_BACKBONES:
-                raise MimicError(f"{config_file}: model_type {kind!r} is not one of {sorted(AUDIO_BACKBONES)}",
-                                 p.BAD_CHECKPOINT)
-            return audio_backbone(kind)[0].from_pretrained(folder, local_files_only=True).to_dict()
+            return read_geometry(config_file, p.BAD_CHECKPOINT)
     raise MimicError(
-        f"audio model {name!r} is not built in ({', '.join(BUILTIN_AUDIO_MODELS)}) and no folder with its "
+        f"audio model {name!r} is not built in ({', '.join(PUBLISHED)}) and no folder with its "
         f"config.json was found (looked in {', '.join(str(c) for c in candidates)})", p.BAD_CHECKPOINT)
 
 

@@ -12,7 +12,6 @@ H heads, D head dim, K audio features per motion frame (1, or 2 for BIWI).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,24 +22,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import MimicError
+from .wav2vec2 import SpeechEncoder, full_geometry, published_geometry
 
-# model_type -> (transformers module, class prefix) of the supported audio backbones
-AUDIO_BACKBONES = {"wav2vec2": ("wav2vec2", "Wav2Vec2"), "hubert": ("hubert", "Hubert")}
 ALIGNMENTS = ("conv", "interpolate", "pair")
-
-
-def audio_backbone(kind: str) -> tuple[type, type]:
-    """(config class, model class) of an audio backbone. Imported when first needed, from the
-    concrete transformers modules: the package's lazy namespace costs a second more to import."""
-    module, prefix = AUDIO_BACKBONES[kind]
-    configuration = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
-    modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
-    return getattr(configuration, f"{prefix}Config"), getattr(modeling, f"{prefix}Model")
-
-
-def wav2vec2_base_geometry() -> dict:
-    """Geometry of facebook/wav2vec2-base-960h (the released Mimic's audio encoder)."""
-    return audio_backbone("wav2vec2")[0](vocab_size=32, feat_proj_dropout=0.1).to_dict()
+AUDIO_MODEL = "facebook/wav2vec2-base-960h"  # the released Mimic's audio backbone
 
 
 @dataclass
@@ -62,15 +47,13 @@ class MimicConfig:
     sample_rate: int = 16000
     window: int = 150  # frames per generation window (and style reference length)
     overlap: int = 10  # frames shared by consecutive windows
-    audio_model: dict = field(default_factory=wav2vec2_base_geometry)  # transformers config of the audio backbone
+    audio_model: dict = field(default_factory=lambda: published_geometry(AUDIO_MODEL))  # mimic.wav2vec2's config
     style_input: bool = True  # False: the no-style baseline of the ablation; the decoder always sees a zero style code
 
     def __post_init__(self):
         if self.alignment not in ALIGNMENTS:
             raise MimicError(f"alignment must be one of {', '.join(ALIGNMENTS)}, not {self.alignment!r}")
-        if self.audio_model.get("model_type") not in AUDIO_BACKBONES:
-            raise MimicError(f"audio_model.model_type must be one of {', '.join(AUDIO_BACKBONES)}, "
-                             f"not {self.audio_model.get('model_type')!r}")
+        self.audio_model = full_geometry(self.audio_model)  # what it leaves out: the defaults of its model_type
         if self.alignment == "conv" and self.fps != 25:
             raise MimicError(f"conv alignment halves 50 Hz audio features: it needs 25 fps, not {self.fps:g}")
         if not 0 < self.overlap < self.window:
@@ -150,24 +133,20 @@ class MotionEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """wav2vec 2.0 / HuBERT at 50 Hz on normalised 16 kHz audio, aligned to motion frames.
-
-    It runs the backbone in parts, to align between them, so it uses transformers internals (the
-    sub-modules, `_mask_hidden_states`, `_freeze_parameters`): backend/pyproject.toml pins the
-    range that has them, tests/test_transformers_api.py checks them."""
+    """wav2vec 2.0 / HuBERT (mimic.wav2vec2) at 50 Hz on normalised 16 kHz audio, aligned to motion
+    frames: run in parts, as "interpolate" and "pair" align before the transformer, "conv" after it."""
 
     def __init__(self, config: MimicConfig):
         super().__init__()
         self.alignment = config.alignment
-        config_class, model_class = audio_backbone(config.audio_model["model_type"])
-        self.backbone = model_class(config_class.from_dict(config.audio_model))
-        width = self.backbone.config.hidden_size
+        self.backbone = SpeechEncoder(config.audio_model)
+        width = config.audio_model["hidden_size"]
         self.downsample = nn.Conv1d(width, width, 15, stride=2, padding=7) if config.alignment == "conv" else None
         self.out_proj = nn.Linear(width, config.feature_dim)
 
     def freeze_feature_encoder(self):
         """Freeze the convolutional feature extractor, as in the paper's training."""
-        self.backbone.feature_extractor._freeze_parameters()
+        self.backbone.freeze_feature_encoder()
 
     def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:  # (B, S) -> (B, frames*K, C)
         x = self.backbone.feature_extractor(audio).transpose(1, 2)  # (B, L, 512), L ~ 50 Hz
@@ -175,10 +154,8 @@ class AudioEncoder(nn.Module):
             x = F.interpolate(x.transpose(1, 2), size=frames, mode="linear", align_corners=True).transpose(1, 2)
         elif self.alignment == "pair":
             x = fit_length(x, 2 * frames)
-        x = self.backbone.feature_projection(x)
-        x = x[0] if isinstance(x, tuple) else x  # wav2vec2 returns (hidden, normed features)
-        x = self.backbone._mask_hidden_states(x)  # SpecAugment in training, identity in eval
-        x = self.backbone.encoder(x).last_hidden_state  # (B, L, W)
+        x = self.backbone.spec_augment(self.backbone.feature_projection(x))  # SpecAugment in training only
+        x = self.backbone.encoder(x)  # (B, L, W)
         if self.downsample is not None:
             x = fit_length(self.downsample(x.transpose(1, 2)).transpose(1, 2), frames)  # (B, frames, W)
         return self.out_proj(x)

@@ -29,7 +29,7 @@ import yaml
 from .checkpoint import load_model
 from .errors import MimicError
 from .losses import TERMS, TrainingStep
-from .model import Mimic, MimicConfig, audio_backbone
+from .model import Mimic, MimicConfig
 from .run_state import (
     Distributed,
     distributed_from_env,
@@ -46,8 +46,12 @@ from .windows import Batch, WindowBatches, collate, plan_epoch
 
 
 def load_pretrained_audio(model: Mimic, folder: Path) -> None:
-    """The backbone's weights from a local Hugging Face folder (e.g. facebook/wav2vec2-base-960h)."""
-    model_class = audio_backbone(model.config.audio_model["model_type"])[1]
+    """The backbone's weights from a local Hugging Face folder (e.g. facebook/wav2vec2-base-960h),
+    read by transformers (any of its weight formats and model heads); imported here only."""
+    import transformers
+
+    kind = model.config.audio_model["model_type"]
+    model_class = getattr(transformers, {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel"}[kind])
     try:
         pretrained = model_class.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
