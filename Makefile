@@ -11,7 +11,8 @@ $(READY): install/setup.sh backend/pyproject.toml backend/torch.json
 	install/setup.sh
 	touch $@
 
-# Every edit: the tests that run in under a minute on 2 cores (no render, training, setup or Blender subprocesses).
+# Every edit: the tests that run in under a minute on 2 cores (no render, training, setup, `mimic` or Blender
+# subprocesses, full-size networks: the `slow` marker says why each is left out).
 check: $(READY)
 	$(PY) -m pytest -q -m "not slow and not gui"
 

@@ -9,9 +9,9 @@ included; the config of tests/fixtures scaled up to the 3D-HDTF model; `motion_o
 N(0, 2e-4) so that every frame feeds the next and vertices move by up to about a centimetre).
 
 1. Whole processes, timed from start to exit: `mimic generate` (fp32, and `--precision fast`);
-   the official loop (start-up as this project had it before: the transformers namespace, a
-   randomly initialised network, the whole file read; then per window the audio encoder alone and
-   the official decoder that re-runs the whole prefix at every frame); wav2vec 2.0 base alone
+   the official loop (start-up as the official code's: the transformers namespace, the whole file
+   read, transformers' Wav2Vec2Model initialised at random and then loaded; then per window the
+   audio encoder alone and the official decoder that re-runs the whole prefix at every frame); wav2vec 2.0 base alone
    (transformers' Wav2Vec2Model) on the same windows, batched as the generator batches them (timed
    inside its process, warmed up).
 2. Precision: the generator (audio encoder + decoder) at every precision this machine supports,
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from benchmarks.clock import Clock
 from benchmarks.serve_driver import Serve
@@ -54,7 +55,6 @@ MOTION_STD = 2e-4  # of the random output map: vertices move by up to about a ce
 
 def write_checkpoint(path: Path) -> None:
     """A full-size official-format .pth with random weights."""
-    import torch
 
     from mimic.checkpoint import config_from_official, official_to_ours
     from mimic.model import Mimic
@@ -115,10 +115,32 @@ def timed_process(*args: str, repeat: int) -> tuple[Clock, dict]:
 # ------------------------------------------------------------------ roles (own processes)
 
 
+class OfficialBackbone(torch.nn.Module):
+    """transformers' Wav2Vec2Model, the official code's audio backbone, in the parts that
+    `AudioEncoder.forward` calls on mimic.wav2vec2's."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def feature_extractor(self, audio):
+        return self.model.feature_extractor(audio)
+
+    def feature_projection(self, x):
+        return self.model.feature_projection(x)[0]
+
+    def spec_augment(self, x):
+        return x
+
+    def encoder(self, x):
+        return self.model.encoder(x).last_hidden_state
+
+
 def role_official(checkpoint: str, audio_file: str, style_file: str, template_file: str, out: str) -> None:
-    """The official demo loop, started the way this project started before it was made lazy."""
-    import torch
-    import transformers  # noqa: F401  the package namespace, as a script importing its classes does
+    """The official demo loop, started the way the official code starts: the transformers namespace,
+    the whole file read, transformers' Wav2Vec2Model initialised at random and then loaded (the rest of
+    the network, small, is built without an initialisation)."""
+    import transformers
 
     from mimic.checkpoint import config_from_official, official_to_ours
     from mimic.files import load_audio
@@ -126,9 +148,14 @@ def role_official(checkpoint: str, audio_file: str, style_file: str, template_fi
     from mimic.model import Mimic
 
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the whole file read
-    model = Mimic(config_from_official(raw["params"], Path(checkpoint).parent))  # random initialisation
+    with torch.device("meta"):
+        model = Mimic(config_from_official(raw["params"], Path(checkpoint).parent))
+    model = model.to_empty(device="cpu")
     model.load_state_dict(official_to_ours(raw["model"]), strict=True)
     model.eval()
+    official = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config.from_dict(model.config.audio_model))
+    official.load_state_dict(model.audio_encoder.backbone.state_dict(), strict=True)
+    model.audio_encoder.backbone = OfficialBackbone(official.eval())
     config = model.config
     audio = load_audio(audio_file, config.sample_rate)
     template = np.load(template_file)
@@ -154,7 +181,6 @@ def role_official(checkpoint: str, audio_file: str, style_file: str, template_fi
 def role_wav2vec2(audio_file: str) -> None:
     """wav2vec 2.0 base alone (transformers, random weights) on the generator's windows and batches."""
     import soundfile
-    import torch
     from transformers.models.wav2vec2.configuration_wav2vec2 import Wav2Vec2Config
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model
 
@@ -230,7 +256,6 @@ def print_whole(seconds: float, result: dict) -> dict:
 def precision_table(files: dict, seconds: float, repeat: int) -> dict:
     """The generator in this process at each supported precision, against fp32."""
     import soundfile
-    import torch
 
     from mimic.checkpoint import load_model
     from mimic.generate import Generator
@@ -309,7 +334,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=REPEAT, help=f"runs of each timing, the fastest shown ({REPEAT})")
     args = parser.parse_args()
     lengths = [float(s) for s in args.seconds.split(",")]
-    import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
           f"full-size network with random weights, CPU")

@@ -114,7 +114,7 @@ def apply(context, inputs: Inputs, outputs: Outputs, settings: Settings) -> None
         scene_io.remove_result(target)
         raise
     target.data["mimic_result"] = json.dumps({"strip": inputs.strip_name, "k": len(outputs.basis),
-                                              "max_error": outputs.max_error})
+                                              "max_error": outputs.max_error, "precision": outputs.precision})
 
 
 def apply_character(context, inputs: Inputs, character: CharacterInputs, carried: Carried,
@@ -143,8 +143,9 @@ def apply_character(context, inputs: Inputs, character: CharacterInputs, carried
         scene_io.remove_result(target)
         raise
     target.data["mimic_result"] = json.dumps({"strip": inputs.strip_name, "mode": character.mode,
-                                              "report": getattr(outputs, "report", None)})
-    return done
+                                              "report": getattr(outputs, "report", None),
+                                              "precision": carried.precision})
+    return f"{done}, audio encoder in {carried.precision}" if carried.precision else done
 
 
 @dataclass

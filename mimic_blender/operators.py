@@ -173,7 +173,7 @@ def character_from_scene(context):
     return context.active_object, s.character_mode, s.shape_keys, s.smoothness
 
 
-class MIMIC_OT_fit_character(bpy.types.Operator):
+class MIMIC_OT_fit_character(ModalWork, bpy.types.Operator):
     """Fit the model head onto the active character (landmarks: the placed ones, else found) and keep the
     fit in this .blend; shows the fitted surface and places the landmarks used, to adjust and fit again"""
     bl_idname = "mimic.fit_character"
@@ -186,16 +186,40 @@ class MIMIC_OT_fit_character(bpy.types.Operator):
         if obj is None or obj.type != "MESH" or model is None or obj == model:
             cls.poll_message_set("Select the character mesh and pick the Model Head")
             return False
+        if context.window_manager.mimic_running:
+            cls.poll_message_set("Mimic is already working")
+            return False
         return True
 
-    def execute(self, context):
+    def _work(self, context):
+        """The fit, as work for a Worker (no bpy in it); the objects' names for work_done."""
         character, model = context.active_object, context.scene.mimic.model_head
+        self.names = character.name, model.name
+        settings, meshes = properties.settings(context), (ch.model_mesh(model), ch.character_mesh(character))
+        landmarks = ch.placed_landmarks(character)
+        return lambda progress, cancelled: character_core.fit(settings, *meshes, landmarks, progress, cancelled)
+
+    def execute(self, context):
+        """Synchronous: background mode and scripts."""
         try:
-            fit, quality = character_core.fit(properties.settings(context), ch.model_mesh(model),
-                                              ch.character_mesh(character), ch.placed_landmarks(character))
+            return self.work_done(context, self._work(context)(compute.print_progress, lambda: False))
         except FAILURES as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        work = self._work(context)
+        return self.start_work(context, lambda progress, cancelled: work(
+            lambda done, total, stage: progress(*stages.describe(done, total, stage)), cancelled), "Starting")
+
+    def work_done(self, context, fitted):
+        character, model = (bpy.data.objects.get(name) for name in self.names)
+        if character is None or model is None:
+            self.report({"ERROR"}, f"'{self.names[0]}' or '{self.names[1]}' went away during the fit: nothing changed")
+            return {"CANCELLED"}
+        fit, quality = fitted
         ch.store_fit(context, character, model, fit, quality)
         ch.place_landmarks(context, character, quality["landmarks"])
         self.report({"INFO"}, f"Fitted '{model.name}' to '{character.name}': {character_core.quality_line(quality)}")

@@ -18,11 +18,17 @@ SOURCE = H.build_head(SOURCE_SIZE)  # the characters' own base topology, remeshe
 
 
 @lru_cache(maxsize=1)
-def imported() -> tuple[S.Character, Fit]:
+def imported_character() -> S.Character:
     """Another speaker's face, remeshed (4x the triangles, jittered), in centimetres, at x = 3 m,
-    imported from a Y-up file (its object matrix turns it upright); landmarks found automatically."""
-    character = S.make_character(SOURCE, identity_template(SOURCE, 7), levels=1, units=100.0,
-                                 location=(300.0, 0.0, 0.0), y_up_import=True, seed=1)
+    imported from a Y-up file (its object matrix turns it upright)."""
+    return S.make_character(SOURCE, identity_template(SOURCE, 7), levels=1, units=100.0,
+                            location=(300.0, 0.0, 0.0), y_up_import=True, seed=1)
+
+
+@lru_cache(maxsize=1)
+def imported() -> tuple[S.Character, Fit]:
+    """imported_character() fitted by the model head, its landmarks found automatically."""
+    character = imported_character()
     fit = fit_character(MODEL.vertices, MODEL.faces, character.vertices, character.faces,
                         character_matrix=character.matrix)
     return character, fit

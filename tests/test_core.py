@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -57,3 +58,21 @@ def test_compute_refuses_a_target_of_another_topology(settings):
                     Audio(np.zeros(16000, np.float32), 16000), style_code=[0.0] * 32)
     with pytest.raises(compute.JobError, match="'Cube' has 8 vertices but the model animates 64"):
         compute.compute(inputs, settings)
+
+
+def test_a_result_and_the_status_name_the_precision_it_was_computed_in(settings):
+    """Fast is resolved by the backend (bf16 on a CPU with bf16 instructions, else fp32): the user
+    sees which one ran, in the job's summary and the panel's status line."""
+    import torch
+
+    from mimic.precision import pick_precision
+
+    with np.load(IO) as io:
+        template, speech, code = io["template"].reshape(-1, 3), io["speech_16k"][:32000], io["style_code"]
+    inputs = Inputs("Head", "Line", 1, 50, 25.0, template, 1.0, Audio(speech, 16000), style_code=code.tolist())
+    fast = pick_precision("fast", torch.device("cpu"))
+    for precision, expected in (("fast", fast), ("fp32", "fp32")):
+        outputs = compute.compute(inputs, replace(settings, precision=precision))
+        assert outputs.precision == expected
+        assert compute.summary(inputs, outputs).endswith(f"audio encoder in {expected}")
+        assert session.status().endswith(f"on cpu, audio encoder in {expected}")

@@ -106,6 +106,17 @@ def test_a_checkpoint_written_again_is_loaded_again(tmp_path):
     assert not np.allclose(again.mean, first.mean, atol=1e-3)
 
 
+def test_a_new_precision_is_loaded_ahead_of_the_click():
+    session.prewarm(SETTINGS)
+    wait_until(warm)
+    fast = replace(SETTINGS, precision=p.FAST)
+    session.prewarm(fast)  # the Preferences' Precision changed, and the panel is drawn
+    wait_until(lambda: warm() and session._backend.facts["model"]["requested"][:2] == ("cpu", p.FAST), 60)
+    seen = []
+    compute.compute(demo_inputs(), fast, on_progress=lambda *a: seen.append(a))
+    assert p.LOAD not in {stage for *_, stage in seen}
+
+
 def test_a_cold_job_reports_every_stage_in_order():
     seen = []
     compute.compute(demo_inputs(), SETTINGS, on_progress=lambda *a: seen.append(a))

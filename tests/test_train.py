@@ -278,18 +278,22 @@ def test_command_end_to_end_and_resume(tmp_path, data_root, dataset):
         run(str(straight), None)
 
 
+EXIT_ABORT = "terminate called without an active exception"
+
+
 @pytest.mark.slow  # trains, in two processes
-@pytest.mark.xfail(strict=False, reason="known open bug: in the full suite (not alone) a rank sometimes aborts at exit "
-                   "('terminate called without an active exception') after training and saving correctly")
 def test_two_processes_agree(tmp_path, data_root):
     """torchrun, 2 CPU processes, gloo: each logs the checksum of its parameters at the end; they
-    agree with each other and with the saved model, which has moved from its start."""
+    agree with each other and with the saved model, which has moved from its start.
+
+    Known open bug: in some full-suite runs (never alone) a rank aborted at interpreter exit with
+    EXIT_ABORT after training and saving correctly. Everything else is checked whatever the exit;
+    that abort alone makes the test xfail (with every thread's stack in its message) instead of fail."""
     config = write_config(tmp_path / "ddp.yaml", config_dict(data_root, tmp_path / "run", max_steps=3))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # an abort shows every thread's stack
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "mimic.cli", "train", "--config", str(config)],
                             capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
     sums = dict(re.findall(r"rank (\d)/2: parameters sha256 ([0-9a-f]{64})", result.stderr))
     assert set(sums) == {"0", "1"} and sums["0"] == sums["1"], result.stderr[-3000:]
     saved = load_file(tmp_path / "run" / "last" / "model.safetensors")
@@ -298,3 +302,6 @@ def test_two_processes_agree(tmp_path, data_root):
     assert state["world_size"] == 2 and state["step"] == 3 and len(state["rng"]) == 2
     assert "2 processes (gloo)" in result.stderr
     assert result.stderr.count("mimic train: run folder") == 1  # only rank 0 logs
+    if result.returncode != 0 and EXIT_ABORT in result.stderr and "done at step 3" in result.stderr:
+        pytest.xfail(f"the known exit abort, after a correct run: {result.stderr[-3000:]}")
+    assert result.returncode == 0, result.stderr[-3000:]

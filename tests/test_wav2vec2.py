@@ -6,12 +6,12 @@ as transformers draws them and a seeded run that repeats; the frozen feature enc
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
+from paths import SPEECH
 from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
@@ -22,7 +22,6 @@ from mimic.generate import normalise
 from mimic.model import AudioEncoder, Mimic, MimicConfig, fit_length
 from mimic.wav2vec2 import DEFAULTS, PUBLISHED, SpeechEncoder, full_geometry, read_geometry, span_mask
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 ORACLE = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel)}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
@@ -41,7 +40,7 @@ GEOMETRIES = {
 
 def speech(seconds: float, count: int) -> torch.Tensor:
     """`count` different windows of LibriVox speech, each normalised on its own as the generator does."""
-    clip = soundfile.read(sorted(LIBRIVOX.glob("*.wav"))[0], dtype="float32")[0]
+    clip = soundfile.read(sorted(SPEECH.glob("*.wav"))[0], dtype="float32")[0]
     n = int(seconds * 16000)
     return torch.from_numpy(np.stack([normalise(clip[i * n:(i + 1) * n]) for i in range(count)]))
 
@@ -64,7 +63,8 @@ def to_dict(config) -> dict:
     return {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
 
 
-@pytest.mark.parametrize("name", GEOMETRIES)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name.endswith("base") else [])
+                                  for name in GEOMETRIES])  # the base networks: seconds each
 def test_same_weights_same_outputs_as_transformers(name):
     kind, settings = GEOMETRIES[name]
     theirs = oracle(kind, settings)

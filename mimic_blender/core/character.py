@@ -61,17 +61,21 @@ def _fit_file(backend, fit: bytes) -> str:
     return str(path)
 
 
-def fit(settings: Settings, model: Mesh, character: Mesh,
-        landmarks: dict[str, list[float]] | None) -> tuple[bytes, dict]:
+def fit(settings: Settings, model: Mesh, character: Mesh, landmarks: dict[str, list[float]] | None,
+        on_progress: Callable | None = None, cancelled: Callable[[], bool] | None = None) -> tuple[bytes, dict]:
     """Fit the model head (its rest shape in its own space: the space of its motion) onto the
     character (world space). Landmarks: {name: world point}, or None to find them. Returns the
-    fit's bytes and its quality numbers (character units), with the landmarks it used."""
-    with session.use(settings, need_model=False) as backend:
+    fit's bytes and its quality numbers (character units), with the landmarks it used.
+    `on_progress(done, total, stage)` and `cancelled()` as for compute: a cancel is honoured while
+    waiting for the backend; the fit itself, once sent, runs to its end and its result is dropped."""
+    with session.use(settings, on_progress, cancelled, need_model=False) as backend:
+        if on_progress is not None:
+            on_progress(0, 0, p.FIT_CHARACTER)
         files = {name: _save(backend, name, array) for name, array in (
             ("model_vertices", model.vertices), ("model_faces", model.triangles),
             ("character_vertices", character.vertices), ("character_faces", character.triangles))}
-        result = backend.request(p.FIT_CHARACTER, landmarks=landmarks, character_matrix=character.matrix.tolist(),
-                                 **files)
+        result = backend.request(p.FIT_CHARACTER, cancelled=cancelled, landmarks=landmarks,
+                                 character_matrix=character.matrix.tolist(), **files)
     path = Path(result["fit"])
     try:
         return path.read_bytes(), {**result["quality"], "landmarks": result["landmarks"]}
@@ -85,6 +89,7 @@ class Carried:
     outputs: Outputs | KeyOutputs
     fit: bytes | None = None
     quality: dict | None = None
+    precision: str | None = None  # Outputs.precision of the model head's result (None: a retarget, no model ran)
 
 
 def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pending: dict,
@@ -97,7 +102,7 @@ def carry(inputs: Inputs, character: CharacterInputs, settings: Settings, pendin
     made, quality = ensure_fit(character, settings, pending, on_progress)
     outputs = compute(inputs, settings, on_progress, cancelled)
     check_cancelled(cancelled)  # Esc'd: the backend is free at once
-    return Carried(onto(outputs, character, settings), made, quality)
+    return Carried(onto(outputs, character, settings), made, quality, outputs.precision)
 
 
 def ensure_fit(character: CharacterInputs, settings: Settings, pending: dict,
@@ -105,9 +110,7 @@ def ensure_fit(character: CharacterInputs, settings: Settings, pending: dict,
     """Fit the character from `pending` when it has no fit yet: (the new fit, its quality), else (None, None)."""
     if character.fit is not None:
         return None, None
-    if on_progress is not None:
-        on_progress(0, 1, "Fitting the character")
-    character.fit, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"])
+    character.fit, quality = fit(settings, pending["model"], pending["character"], pending["landmarks"], on_progress)
     return character.fit, quality
 
 
@@ -143,7 +146,7 @@ def _onto(backend, outputs: Outputs, character: CharacterInputs) -> Outputs | Ke
             result = backend.request(p.TRANSFER, fit=fit_path, mean=mean, basis=basis, space="local")
             files += [result["mean"], result["basis"]]
             return Outputs(np.load(result["mean"]), np.load(result["basis"]), outputs.tracks, outputs.max_error,
-                           outputs.style_code)
+                           outputs.style_code, outputs.precision)
         if not character.key_names:
             raise JobError(f"'{character.name}' has none of the chosen shape keys")
         keys = _save(backend, "key_offsets", character.key_offsets)

@@ -95,7 +95,8 @@ def compute(inputs: Inputs, settings: Settings, on_progress: Callable | None = N
         frames = mapping.resample_count(result["frames"], result["fps"], inputs.scene_fps)
     tracks = mapping.tracks_at_scene_frames(weights, result["fps"], inputs.scene_fps, frames)
     basis, tracks = mapping.unit_tracks(basis * inputs.factor, tracks)
-    return Outputs(mean * inputs.factor, basis, tracks, result["max_error"], code)
+    return Outputs(mean * inputs.factor, basis, tracks, result["max_error"], code,
+                   backend.facts["model"]["precision"])
 
 
 def print_progress(done: int, total: int, stage: str) -> None:
@@ -104,4 +105,5 @@ def print_progress(done: int, total: int, stage: str) -> None:
 
 def summary(inputs: Inputs, outputs: Outputs) -> str:
     return (f"{len(outputs.tracks)} frames on '{inputs.target_name}' from '{inputs.strip_name}': "
-            f"{len(outputs.basis)} shapes, largest vertex error {outputs.max_error * 1e6:.1f} µm (model units)")
+            f"{len(outputs.basis)} shapes, largest vertex error {outputs.max_error * 1e6:.1f} µm (model units), "
+            f"audio encoder in {outputs.precision}")

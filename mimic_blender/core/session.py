@@ -42,7 +42,7 @@ def prewarm(settings, again: bool = False) -> None:
     Once per settings (a failure is not retried on every redraw, an idle stop not undone) unless
     `again`."""
     global _prewarmed
-    key = (settings.python, settings.checkpoint, settings.device)
+    key = (settings.python, settings.checkpoint, settings.device, settings.precision)
     if key == _prewarmed and not again:
         return
     _prewarmed = key
@@ -57,7 +57,7 @@ def status() -> str:
         return f"Backend failed: {_problem}"
     if _backend is not None and _backend.alive:
         model = _backend.facts.get("model")
-        where = f" on {model['device']}" if model else ", no model loaded"
+        where = f" on {model['device']}, audio encoder in {model['precision']}" if model else ", no model loaded"
         return f"Backend ready: torch {_backend.facts['torch']}{where}"
     return "Backend not running"
 

@@ -75,6 +75,7 @@ class Outputs:
     tracks: np.ndarray  # (frames, K) in [-1, 1]
     max_error: float  # model units
     style_code: list[float] = field(default_factory=list)
+    precision: str | None = None  # the audio encoder's arithmetic it was computed in (`fast` resolved); None: no model
 
 
 def sampled(curves: str, tracks_shape: tuple[int, int]) -> bool:

@@ -15,6 +15,7 @@ LABELS = {
     p.LOAD: "Loading the model",
     p.ENCODE_STYLE: "Encoding the style",
     p.READ_AUDIO: "Reading the sound",
+    p.FIT_CHARACTER: "Fitting the character",
     p.GENERATE: p.ENCODING,  # sent, waiting for the backend's first progress (its stages, p.STAGES, are shown as sent)
     WAIT: "Waiting for the backend",
     WRITE: "Writing keys",

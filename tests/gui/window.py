@@ -2,10 +2,10 @@
 and `--python` this file, `-- CONFIG.json`): installs the extension zip from disk, sets the
 Preferences, builds the shot, and then drives the window as a user would, from timers (they
 fire in a window): opens the shot, opens the sidebar and clicks the Mimic tab, presses the
-button, presses Esc, undoes, makes it fail; it records what happened and writes a JSON report
-(CONFIG["report"]) for the pytest side to check, then quits Blender."""
+button, presses Esc, undoes, makes it fail, runs at the Fast precision, animates a character;
+it records what happened and writes a JSON report (CONFIG["report"], arrays beside it) for the
+pytest side to check, then quits Blender."""
 
-import importlib
 import json
 import subprocess
 import sys
@@ -15,100 +15,50 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
 C = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text())
-sys.path.insert(0, C["tests"])
+sys.path[:0] = [C["tests"], str(Path(C["tests"]) / "gui")]
 import blender_scene as bs  # noqa: E402
+from drive import (  # noqa: E402
+    MODULE,
+    click_tab,
+    crop,
+    escape,
+    idle_model,
+    info_log,
+    observe_panel,
+    pid,
+    press,
+    running,
+    screen,
+    session,
+    until,
+    view3d,
+    watch,
+)
 
-MODULE = "bl_ext.user_default.mimic"
 OUT = Path(C["out"])
 R = {"draws": 0}  # the report
 
 
-def session():
-    return importlib.import_module(f"{MODULE}.core.session")
-
-
-def pid():
-    backend = session()._backend
-    return backend.process.pid if backend is not None and backend.process is not None else None
-
-
-def view3d():
-    window = bpy.context.window_manager.windows[0]
-    area = next(a for a in window.screen.areas if a.type == "VIEW_3D")
-    return window, area, next(r for r in area.regions if r.type == "UI")
-
-
-def running(window) -> bool:
-    return any("speaker_style" in op.bl_idname.lower() for op in window.modal_operators)
+def mimic_keys(name: str = "Head") -> list:
+    return [key for key in bs.shape_key_names(bpy.data.objects[name]) if key.startswith("Mimic.")]
 
 
 def screenshot(name: str) -> np.ndarray:
-    """The screen as (H, W, 3) floats, rows from the bottom (as Blender counts region y)."""
-    path = OUT / f"{name}.png"
-    subprocess.run(["import", "-window", "root", str(path)], check=True)
-    image = bpy.data.images.load(str(path))
-    w, h = image.size
-    pixels = np.empty(w * h * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    bpy.data.images.remove(image)
-    return pixels.reshape(h, w, 4)[:, :, :3]
+    return screen(OUT / f"{name}.png")
 
 
-def crop(pixels, window, region) -> np.ndarray:
-    x, y = window.x + region.x, window.y + region.y
-    return pixels[y:y + region.height, x:x + region.width]
+def strip_frames(name: str) -> range:
+    """The scene frames strip `name` plays."""
+    strip = bpy.context.scene.sequence_editor.sequences_all[name]
+    return range(strip.frame_final_start, strip.frame_final_end)
 
 
-def until(condition, timeout: float, step: float = 0.05):
-    """`yield from` it: seconds until condition() held, None after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            return None
-        yield step
-    return time.monotonic() - start
-
-
-def click_tab(window, region, name: str):
-    """Click down the sidebar's tab strip (its right edge) until tab `name` is the active one."""
-    x = window.x + region.x + region.width - 10
-    for dy in range(8, region.height, 12):
-        y = window.height - (window.y + region.y + region.height) + dy  # X counts from the top
-        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], check=True)
-        yield 0.25
-        if region.active_panel_category == name:
-            return dy
-    return None
-
-
-def press(window, area, region):
-    with bpy.context.temp_override(window=window, area=area, region=region):
-        return sorted(bpy.ops.mimic.speaker_style("INVOKE_DEFAULT"))
-
-
-def watch(window, samples: list, timeout: float = 300):
-    """`yield from` it while the operator runs: samples (seconds, progress, status); its duration."""
-    wm, start = bpy.context.window_manager, time.monotonic()
-
-    def ended():
-        samples.append((time.monotonic() - start, wm.mimic_progress, wm.mimic_status))
-        return not running(window)
-    return (yield from until(ended, timeout))
-
-
-def mimic_keys() -> list:
-    return [name for name in bs.shape_key_names(bpy.data.objects["Head"]) if name.startswith("Mimic.")]
-
-
-def info_log(window) -> str:
-    """Every report in the Info editor, copied as a user would (select all, copy)."""
-    area = next(a for a in window.screen.areas if a.type == "INFO")
-    with bpy.context.temp_override(window=window, area=area, region=area.regions[-1]):
-        bpy.ops.info.select_all(action="SELECT")
-        bpy.ops.info.report_copy()
-    return bpy.context.window_manager.clipboard
+def mimic_lines(window) -> list:
+    """The Mimic reports in the Info log, oldest first."""
+    return [line for line in info_log(window).splitlines() if line.startswith("Mimic: ")]
 
 
 def setup():
@@ -116,19 +66,17 @@ def setup():
                                                                      enable_on_install=True))
     prefs = bpy.context.preferences.addons[MODULE].preferences
     prefs.python, prefs.checkpoint, prefs.device = C["python"], C["checkpoint"], "cpu"
-    panel = bpy.types.MIMIC_PT_main
-    draw = panel.draw
-
-    def counted(self, context):  # observes the panel's draws, then draws it as it does
-        R["draws"] += 1
-        draw(self, context)
-    panel.draw = counted
+    observe_panel(R)
     with np.load(C["io"]) as io:
         template, motion = io["template"].reshape(-1, 3), io["style_motion"].reshape(150, -1, 3)
     scene = bs.build_shot(template, motion, Path(C["sound"]))
     bs.sound_strip(scene, "Long", Path(C["long_sound"]), frame_start=300, channel=2)
     scene.mimic.style_source, scene.mimic.style_object = "OBJECT", bpy.data.objects["Ref"]
     scene.mimic.style_start, scene.mimic.style_end = bs.STYLE_FRAMES
+    with np.load(C["character"]) as character:  # the demo model's head, and a character of another topology
+        bs.mesh_object("ModelHead", character["model_vertices"], scene, faces=character["model_faces"])
+        char = bs.mesh_object("Char", character["vertices"], scene, faces=character["faces"])
+        char.matrix_world = Matrix(character["matrix"].tolist())
     bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "shot.blend"))
 
 
@@ -189,15 +137,7 @@ def steps():
     busy = crop(screenshot("running"), window, region)
     R["esc"]["panel_changed"] = float(np.abs(busy - mimic).mean())
     R["esc"]["status"] = wm.mimic_status
-    key, sent = subprocess.Popen(["xdotool", "key", "Escape"]), []
-
-    def ended():  # Esc is sent when xdotool has ended
-        if not sent and key.poll() is not None:
-            sent.append(time.monotonic())
-        return not running(window)
-    R["esc"]["since_launch"] = yield from until(ended, 10, step=0.005)
-    key.wait()
-    R["esc"]["seconds"] = time.monotonic() - sent[0] if sent else 0.0  # 0: ended before xdotool did
+    R["esc"].update((yield from escape(window)))
     R["esc"].update(keys=mimic_keys(), running_flag=wm.mimic_running)
 
     active_strip("Line01")  # at once: the cancelled job may still be finishing its window
@@ -230,7 +170,94 @@ def steps():
         R[name] = {"invoke": press(window, area, region)}
         R[name]["seconds"] = yield from watch(window, samples)
         R[name]["samples"] = samples
+        np.save(OUT / f"{name}.npy", bs.vertices_at(bpy.data.objects["Head"], strip_frames("Line01")))
+    yield from fast_precision(window, area, region)
+    yield from character(window, area, region)
     R["pid_at_quit"] = pid()
+
+
+def fast_precision(window, area, region):
+    """Preferences > Precision: Fast, and the same shot again as the (exact, fp32) clicks before."""
+    head, frames = bpy.data.objects["Head"], strip_frames("Line01")
+    exact = json.loads(head.data["mimic_result"])
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.precision = "fast"  # as a user sets it (the Preferences' RNA)
+    region.tag_redraw()  # the panel is drawn: a prewarm at the new precision
+    R["fast"] = {"prewarm": (yield from until(lambda: (idle_model() or {}).get("requested", [0, 0])[1] == "fast", 60))}
+    samples = []
+    R["fast"].update(invoke=press(window, area, region), exact_result=exact)
+    R["fast"]["seconds"] = yield from watch(window, samples)
+    region.tag_redraw()
+    yield 0.5
+    R["fast"].update(statuses=list(dict.fromkeys(s for *_, s in samples)), keys=len(mimic_keys()),
+                     result=json.loads(head.data["mimic_result"]), report=mimic_lines(window)[-1],
+                     status=session().status(), panel_labels=[text for kind, text in R["drawn"] if kind == "label"])
+    np.save(OUT / "fast.npy", bs.vertices_at(head, frames))
+    prefs.precision = "fp32"
+
+
+def character(window, area, region):
+    """A character of another topology with the demo model: the panel's character box, Fit to
+    Character, Dense mode pressed, Esc during a character job; then the model head's own result
+    (what the character's must follow)."""
+    scene, wm = bpy.context.scene, bpy.context.window_manager
+    prefs, settings = bpy.context.preferences.addons[MODULE].preferences, scene.mimic
+    char = bpy.data.objects["Char"]
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(obj == char)
+    bpy.context.view_layer.objects.active = char
+    prefs.checkpoint = C["demo"]
+    settings.style_source, settings.style_file = "FILE", C["demo_style"]
+    settings.model_head = bpy.data.objects["ModelHead"]
+    region.tag_redraw()  # a prewarm of the demo model
+    R["character"] = {"load": (yield from until(lambda: (idle_model() or {}).get("checkpoint") == C["demo"], 120))}
+    model_panel = crop(screenshot("model_mode"), window, region)
+    settings.character_mode = "DENSE"
+    region.tag_redraw()
+    yield 0.5
+    box = crop(screenshot("character_box"), window, region)
+    R["character"].update(drawn=R["drawn"], difference=float(np.abs(box - model_panel).mean()))
+
+    samples = []
+    R["fit"] = {"invoke": press(window, area, region, "fit_character")}  # modal: the window goes on
+    R["fit"]["seconds"] = yield from watch(window, samples)
+    R["fit"]["statuses"] = sorted({status for *_, status in samples})
+    region.tag_redraw()
+    yield 0.5
+    collection = bpy.data.collections.get("Mimic Landmarks: Char")
+    R["fit"].update(quality=json.loads(char.get("mimic_fit_quality", "null")), drawn=R["drawn"],
+                    landmarks=len(collection.objects) if collection else 0,
+                    preview=bpy.data.objects.get("Mimic Fit: Char") is not None)
+
+    active_strip("Line01")
+    samples, frames = [], strip_frames("Line01")
+    R["dense"] = {"invoke": press(window, area, region)}
+    R["dense"]["seconds"] = yield from watch(window, samples)
+    action = bs.shape_key_action(char)
+    R["dense"].update(statuses=list(dict.fromkeys(s for *_, s in samples)), keys=mimic_keys("Char"),
+                      action=action.name if action else None, result=json.loads(char.data.get("mimic_result", "{}")),
+                      model_head_keys=mimic_keys("ModelHead"), report=mimic_lines(window)[-1])
+    np.save(OUT / "character_rest.npy", bs.mesh_vertices(char))
+    dense = bs.vertices_at(char, frames[::4])
+    np.save(OUT / "character_dense.npy", dense)
+
+    active_strip("Long")  # Esc during a character job, while the backend encodes the audio
+    R["character_esc"] = {"invoke": press(window, area, region)}
+    R["character_esc"]["encoding_after"] = yield from until(
+        lambda: wm.mimic_status.startswith("Encoding the audio") and wm.mimic_progress > 0, 120)
+    R["character_esc"]["status"] = wm.mimic_status
+    R["character_esc"].update((yield from escape(window)))
+    action = bs.shape_key_action(char)
+    R["character_esc"].update(running=running(window), keys=mimic_keys("Char"), action=action.name if action else None,
+                              moved=float(np.abs(bs.vertices_at(char, frames[::4]) - dense).max()))
+    R["character_esc"]["backend_free_after"] = yield from until(lambda: not session()._lock.locked(), 60)
+
+    model = bpy.data.objects["ModelHead"]
+    bpy.context.view_layer.objects.active, settings.character_mode = model, "MODEL"
+    active_strip("Line01")
+    R["model_head"] = {"invoke": press(window, area, region)}
+    R["model_head"]["seconds"] = yield from watch(window, [])
+    np.save(OUT / "model_motion.npy", bs.vertices_at(model, frames[::4]) - bs.mesh_vertices(model))
 
 
 def main():
