@@ -4,6 +4,7 @@ of its audio encoder (the official numbers themselves are test_parity's)."""
 from __future__ import annotations
 
 import platform
+import sys
 
 import numpy as np
 import pytest
@@ -145,3 +146,13 @@ def test_bf16_generation_stays_close_to_fp32(tiny_checkpoint, speech):
     motion = np.linalg.norm(a - a.mean(axis=0), axis=-1)
     deviation = np.linalg.norm(a - b, axis=-1)
     assert 0 < deviation.max() < 0.15 * motion.max(), (deviation.max(), motion.max())
+
+
+def test_the_process_keeps_freed_memory_on_glibc():
+    """mimic generate and serve raise glibc's malloc thresholds (mimic.memory); where the C library
+    is glibc, mallopt accepts both."""
+    import platform
+
+    from mimic.memory import keep_freed_memory
+
+    assert keep_freed_memory() == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")

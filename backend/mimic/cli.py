@@ -90,8 +90,10 @@ def run_generate(args) -> None:
     from .files import atomic_npy, load_audio, load_vertices
     from .frames import resample, resample_count
     from .generate import Generator, pick_device
+    from .memory import keep_freed_memory
     from .precision import pick_precision
 
+    keep_freed_memory()
     started = time.perf_counter()
     if args.fps is not None and not 0 < args.fps < float("inf"):
         raise MimicError("--fps must be a positive number")

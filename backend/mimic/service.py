@@ -28,6 +28,7 @@ from .compress import Subspace
 from .errors import MimicError
 from .files import atomic_npy, check_vertices, load_audio, resample
 from .generate import Generator, pick_device
+from .memory import keep_freed_memory
 from .precision import pick_precision, supported_precisions
 
 log = logging.getLogger("mimic.serve")
@@ -336,6 +337,7 @@ def serve() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mimic serve: %(message)s")
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the protocol stream
+    keep_freed_memory()
     Service(out).run()
     # After `shutdown` the reader thread is still blocked reading stdin; a normal interpreter exit
     # then aborts (SIGABRT, "could not acquire lock for <stdin>"). Everything is sent: leave now.
