@@ -11,7 +11,7 @@ import ctypes
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-MMAP_THRESHOLD = 32 << 20  # glibc's largest (64-bit): blocks below it come from the heap and stay
+MMAP_THRESHOLD = 1 << 30  # blocks below it come from the heap and stay (32 MB, glibc's own ceiling, is too low)
 TRIM_THRESHOLD = 2 << 30  # free memory the heap keeps at its top before giving any back
 
 
