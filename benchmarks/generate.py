@@ -302,7 +302,7 @@ def cancel_latency(files: dict, seconds: float, tmp: Path) -> list[tuple[str, fl
         audio = tmp / "cancel-audio.npy"
         import soundfile
         np.save(audio, soundfile.read(files[seconds], dtype="float32")[0])
-        for stage, delay in ((p.ENCODING, 0.0), (p.ENCODING, 0.7), (p.ENCODING, 2.1), (p.ENCODING, 4.3),
+        for stage, delay in ((p.ENCODING, 0.0), (p.ENCODING, 0.7), (p.ENCODING, 1.4), (p.ENCODING, 2.1),
                              (p.GENERATING, 0.0), (p.COMPRESSING, 0.0)):
             latencies.append((f"{stage} +{delay:g} s", serve.cancel_in(stage, delay, audio=str(audio), style=style)))
     print(f"\ncancel of a {seconds:g} s generate in a real `mimic serve`: seconds from the cancel to the reply")
