@@ -151,7 +151,9 @@ def test_a_cold_click_names_what_it_waits_for_and_a_warm_one_skips_it(report):
     cold, warm = report["cold_click"], report["warm_click"]
     assert cold["seconds"] is not None and warm["seconds"] is not None
     statuses = [status for _, _, status in cold["samples"]]
-    assert "Loading PyTorch" in statuses and "Loading the model" in statuses
+    # Loading the tiny model takes milliseconds, less than a sample's step: test_session checks the
+    # cold stages in order; here the long one must be on the screen.
+    assert "Loading PyTorch" in statuses
     assert not any(status.startswith("Loading") for _, _, status in warm["samples"])
     assert until_backend_stages(cold) > until_backend_stages(warm)
 
