@@ -82,7 +82,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", keep: bool 
         model = model_from_official(read_official(path), path.parent)
     else:
         raise MimicError(f"checkpoint not found: {path}", p.BAD_CHECKPOINT)
-    if keep:
+    if keep and torch.device(device).type == "cpu":  # (moved to another device, they are copied anyway)
         for tensor in model.state_dict(keep_vars=True).values():
             tensor.data = tensor.data.clone()
     return model.to(device).eval()
